@@ -128,8 +128,12 @@ inline void solve_token(int D, const Real* H, Real nu, const SolverParams& p, co
 }
 
 // Sequential forward (spec 2.2): H_t, nu_t, x_t, q~_t, S_t, o_t for t = 0..T-1.
+// frozen_nu (optional, [T]): the solver uses these values instead of ||H_t||_F (so lambda_t =
+// a * frozen_nu[t] is a constant). This is the function whose derivative the bp_lambda = false
+// backward computes, which lets finite differences check it; out.nu still reports ||H_t||_F.
 template <class Real>
-inline HeadForward<Real> forward_sequential(const HeadInputs<Real>& in, const SolverParams& p) {
+inline HeadForward<Real> forward_sequential(const HeadInputs<Real>& in, const SolverParams& p,
+                                            const Real* frozen_nu = nullptr) {
   const int T = in.T, D = in.D;
   HeadForward<Real> out;
   out.o.assign(static_cast<size_t>(T) * D, Real(0));
@@ -152,7 +156,7 @@ inline HeadForward<Real> forward_sequential(const HeadInputs<Real>& in, const So
     const Real nu = frobenius_norm(H);
     out.nu[t] = nu;
     Real* x = out.x.data() + t * D;
-    solve_token(D, H.data(), nu, p, q, x);
+    solve_token(D, H.data(), frozen_nu ? frozen_nu[t] : nu, p, q, x);
     const Real a = in.mix(t);
     for (int i = 0; i < D; ++i) qmix[i] = q[i] + a * (x[i] - q[i]);
     for (int j = 0; j < D; ++j) {

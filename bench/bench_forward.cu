@@ -1,0 +1,156 @@
+// bench/bench_forward.cu: the CUDA forward at the issue's shape: B*T = 65,536 tokens per call,
+// H = 16, D = 128, bf16, r = 30, C = 64, for T = 2048, 8192, 32768.
+//
+// Timing: CUDA events around each call after warm-up (manual time; Google Benchmark reports the
+// median over repetitions). Inputs are rotated over enough copies (> 2x the 50 MB L2) that a call
+// never finds its inputs in L2 from the previous call. Counters: ms, tokens/s, TFLOP/s by the spec 9
+// count (2.19 MFLOP per token per head) and the fraction of the H200's 790 TFLOP/s bf16 ceiling.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "gka/gka.cuh"
+
+namespace {
+
+constexpr double kFlopPerTokenHead = 2.19e6;
+constexpr double kCeilingTflops = 790.0;
+
+#define BENCH_CUDA(expr)                                                               \
+  do {                                                                                 \
+    const cudaError_t e_ = (expr);                                                     \
+    if (e_ != cudaSuccess) {                                                           \
+      std::fprintf(stderr, "%s: %s\n", #expr, cudaGetErrorString(e_));                 \
+      std::exit(1);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+__global__ void fill_kernel(__nv_bfloat16* x, int64_t n, int64_t D, uint64_t seed, int kind) {
+  // kind 0: unit-norm-ish vectors (q, k), 1: N(0,1)-ish (v), 2: alpha in (0,1)
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    uint64_t z = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = ((z >> 40) + 0.5f) / 16777216.f;  // (0,1)
+    float v;
+    if (kind == 0) v = (u - 0.5f) * 3.4641f / sqrtf((float)D) * 0.7f;
+    else if (kind == 1) v = (u - 0.5f) * 3.4641f * 0.7f;
+    else v = u;
+    x[i] = __float2bfloat16(v);
+  }
+}
+__global__ void fill_gate_kernel(float* g, int64_t n, int64_t H, uint64_t seed) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    uint64_t z = (i + 7) * 0x9E3779B97F4A7C15ull ^ seed;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z ^= z >> 31;
+    const float u = ((z >> 40) + 0.5f) / 16777216.f;
+    const int64_t h = i % H;
+    const float A = 0.5f + 15.f * (float)(h + 1) / (float)(H + 1);  // A in (0.5, 15.5)
+    const float dt = expf(logf(1e-3f) + (logf(0.1f) - logf(1e-3f)) * (float)h / (float)H);
+    g[i] = -A * dt * (0.5f + u);  // ~ -A softplus(a + dt_bias)
+  }
+}
+
+struct Inputs {
+  void *q, *k, *v, *alpha, *g, *o;
+};
+
+void BM_forward(benchmark::State& state) {
+  const int64_t T = state.range(0), tokens = 65536, B = tokens / T, H = 16, D = 128;
+  const size_t vec = static_cast<size_t>(B * T * H * D), scal = static_cast<size_t>(B * T * H);
+  const size_t bytes_per_set = vec * 2 * 3 + scal * 2 + scal * 4;
+  const int sets = static_cast<int>((200ull << 20) / bytes_per_set + 1);  // > 2x L2
+  std::vector<Inputs> in(sets);
+  for (int s = 0; s < sets; ++s) {
+    BENCH_CUDA(cudaMalloc(&in[s].q, vec * 2));
+    BENCH_CUDA(cudaMalloc(&in[s].k, vec * 2));
+    BENCH_CUDA(cudaMalloc(&in[s].v, vec * 2));
+    BENCH_CUDA(cudaMalloc(&in[s].alpha, scal * 2));
+    BENCH_CUDA(cudaMalloc(&in[s].g, scal * 4));
+    fill_kernel<<<1024, 256>>>((__nv_bfloat16*)in[s].q, vec, D, 11 + s, 0);
+    fill_kernel<<<1024, 256>>>((__nv_bfloat16*)in[s].k, vec, D, 23 + s, 0);
+    fill_kernel<<<1024, 256>>>((__nv_bfloat16*)in[s].v, vec, D, 37 + s, 1);
+    fill_kernel<<<1024, 256>>>((__nv_bfloat16*)in[s].alpha, scal, 1, 41 + s, 2);
+    fill_gate_kernel<<<1024, 256>>>((float*)in[s].g, scal, H, 53 + s);
+    BENCH_CUDA(cudaGetLastError());
+  }
+  void* o;
+  BENCH_CUDA(cudaMalloc(&o, vec * 2));
+  auto args_for = [&](int s) {
+    gka::ForwardArgs a;
+    a.shape.batch = B;
+    a.shape.seqlen = T;
+    a.shape.heads_q = H;
+    a.shape.heads_kv = H;
+    a.shape.head_dim = D;
+    a.options.num_iter = 30;
+    a.options.chunk_size = 64;
+    a.in.q = gka::TokenTensor::contiguous(in[s].q, gka::DType::kBF16, T, H, D);
+    a.in.k = gka::TokenTensor::contiguous(in[s].k, gka::DType::kBF16, T, H, D);
+    a.in.v = gka::TokenTensor::contiguous(in[s].v, gka::DType::kBF16, T, H, D);
+    a.in.alpha = gka::TokenTensor::contiguous(in[s].alpha, gka::DType::kBF16, T, H, 1);
+    a.in.g = gka::TokenTensor::contiguous(in[s].g, gka::DType::kFP32, T, H, 1);
+    a.o = gka::TokenTensor::contiguous(o, gka::DType::kBF16, T, H, D);
+    return a;
+  };
+  const size_t ws_bytes = gka::forward_workspace_size(args_for(0));
+  void* ws;
+  BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+  cudaStream_t stream;
+  BENCH_CUDA(cudaStreamCreate(&stream));
+  cudaEvent_t e0, e1;
+  BENCH_CUDA(cudaEventCreate(&e0));
+  BENCH_CUDA(cudaEventCreate(&e1));
+  {
+    const gka::Result ci = gka::can_implement(args_for(0), 0);
+    if (!ci.ok()) { state.SkipWithError(ci.what().c_str()); return; }
+  }
+  for (int w = 0; w < 3; ++w) {  // warm-up
+    const gka::Result r = gka::forward(args_for(w % sets), ws, ws_bytes, stream);
+    if (!r.ok()) { state.SkipWithError(r.what().c_str()); return; }
+  }
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  int it = 0;
+  for (auto _ : state) {
+    const gka::ForwardArgs a = args_for(it++ % sets);
+    BENCH_CUDA(cudaEventRecord(e0, stream));
+    const gka::Result r = gka::forward(a, ws, ws_bytes, stream);
+    BENCH_CUDA(cudaEventRecord(e1, stream));
+    BENCH_CUDA(cudaEventSynchronize(e1));
+    if (!r.ok()) { state.SkipWithError(r.what().c_str()); break; }
+    float ms = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    state.SetIterationTime(ms * 1e-3);
+  }
+  const double flop = kFlopPerTokenHead * static_cast<double>(tokens) * H;
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["TFLOP/s"] = benchmark::Counter(flop * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["frac_790"] = benchmark::Counter(flop * 1e-12 / kCeilingTflops, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["B"] = static_cast<double>(B);
+  BENCH_CUDA(cudaStreamDestroy(stream));
+  BENCH_CUDA(cudaEventDestroy(e0));
+  BENCH_CUDA(cudaEventDestroy(e1));
+  BENCH_CUDA(cudaFree(ws));
+  BENCH_CUDA(cudaFree(o));
+  for (auto& s : in)
+    for (void* p : {s.q, s.k, s.v, s.alpha, s.g}) BENCH_CUDA(cudaFree(p));
+}
+
+BENCHMARK(BM_forward)
+    ->Arg(2048)->Arg(8192)->Arg(32768)
+    ->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(10)->Repetitions(5)->ReportAggregatesOnly(true)
+    ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+
+}  // namespace
+
+BENCHMARK_MAIN();

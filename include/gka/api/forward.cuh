@@ -1,0 +1,256 @@
+// gka/api/forward.cuh: the chunk-wise GPU forward (spec 3) behind one call.
+//
+//   size_t      gka::forward_workspace_size(const ForwardArgs&);
+//   gka::Result gka::can_implement(const ForwardArgs&, int device);
+//   gka::Result gka::forward(const ForwardArgs&, void* workspace, size_t workspace_bytes, cudaStream_t);
+//
+// forward() validates its arguments on the host (no device memory is read), then enqueues on
+// `stream`: [varlen only] the chunk-table kernel, the chunk-state scan (H-bar and S-bar in fp32, H_T
+// and S_T), and the fused nu + solve + read-out kernel. It allocates nothing and never synchronises,
+// so it can be captured in a CUDA graph. The workspace is caller-owned, at least
+// forward_workspace_size(args) bytes, 256-byte aligned; its contents need not be initialised.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "gka/args.h"
+#include "gka/host/validate.h"
+#include "gka/kernels/chunk_table_kernel.cuh"
+#include "gka/kernels/solve_readout_kernel.cuh"
+#include "gka/kernels/state_scan_kernel.cuh"
+#include "gka/status.h"
+
+GKA_NAMESPACE_BEGIN
+
+namespace detail {
+
+constexpr int kForwardChunk = 64;
+
+inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+struct ForwardLayout {
+  int64_t chunk_bound = 0;
+  size_t states_bytes = 0;  // one of H-bar / S-bar
+  size_t off_h = 0, off_s = 0, off_table = 0, off_seqs = 0, total = 0;
+};
+
+inline ForwardLayout forward_layout(const ForwardArgs& a) {
+  ForwardLayout L;
+  const ProblemShape& s = a.shape;
+  L.chunk_bound = tiling::chunk_bound(s.batch, s.seqlen, s.varlen(), s.cu_seqlens.num_seqs, kForwardChunk);
+  L.states_bytes = align_up(static_cast<size_t>(L.chunk_bound) * s.heads_q * s.head_dim * s.head_dim * 4, 256);
+  L.off_h = 0;
+  L.off_s = L.states_bytes;
+  L.off_table = 2 * L.states_bytes;
+  size_t end = L.off_table;
+  if (s.varlen()) {
+    end += align_up(static_cast<size_t>(L.chunk_bound) * 8, 256);
+    L.off_seqs = end;
+    end += align_up(static_cast<size_t>(s.cu_seqlens.num_seqs) * sizeof(tiling::SeqEntry), 256);
+  }
+  L.total = end;
+  return L;
+}
+
+inline gating::Gate make_gate(const TokenTensor& t) {
+  gating::Gate g;
+  g.data = static_cast<const float*>(t.data);
+  g.stride_batch = t.stride_batch;
+  g.stride_token = t.stride_token;
+  g.stride_head = t.stride_head;
+  return g;
+}
+
+inline Result cuda_result(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return Result::success();
+  return Result(Status::kErrorCuda, std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+template <int D, bool kSplit>
+inline int solve_smem_bytes() { return kernels::SolveSmem<D, kSplit>::kBytes; }
+
+inline int solve_smem_bytes(int64_t D, bool split) {
+  if (D == 64) return split ? solve_smem_bytes<64, true>() : solve_smem_bytes<64, false>();
+  return split ? solve_smem_bytes<128, true>() : solve_smem_bytes<128, false>();
+}
+
+inline int scan_smem_bytes(int64_t D, DType t) {
+  const int es = dtype_size(t);
+  return 2 * 2 * kernels::kScanChunk * (static_cast<int>(D) * es + 16) + 5 * kernels::kScanChunk * 4;
+}
+
+template <class Tin, int D, bool kSplit>
+inline Result launch_scan(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
+  auto kern = kernels::state_scan_kernel<Tin, D, kSplit>;
+  const int smem = kernels::ScanSmem<Tin, D>::kBytes;
+  GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+                                  "state_scan_kernel: cudaFuncSetAttribute"));
+  const dim3 grid(static_cast<unsigned>(num_seqs * p.heads_q), 2, D / 64);
+  kern<<<grid, kernels::kScanThreads, smem, stream>>>(p);
+  return cuda_result(cudaGetLastError(), "state_scan_kernel launch");
+}
+
+template <int D, bool kSplit>
+inline Result launch_solve(const kernels::SolveReadoutParams& p, int64_t chunk_bound, cudaStream_t stream) {
+  auto kern = kernels::solve_readout_kernel<D, kSplit>;
+  const int smem = kernels::SolveSmem<D, kSplit>::kBytes;
+  GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+                                  "solve_readout_kernel: cudaFuncSetAttribute"));
+  const dim3 grid(static_cast<unsigned>(chunk_bound), static_cast<unsigned>(p.heads_q));
+  kern<<<grid, kernels::kSolveThreads, smem, stream>>>(p);
+  return cuda_result(cudaGetLastError(), "solve_readout_kernel launch");
+}
+
+// The split (hi + lo) operand policy: inputs that bf16 cannot hold exactly.
+inline bool split_policy(const ForwardArgs& a) { return a.in.q.dtype != DType::kBF16; }
+
+}  // namespace detail
+
+inline size_t forward_workspace_size(const ForwardArgs& args) { return detail::forward_layout(args).total; }
+
+// Host-only checks that the kernels can run these arguments on `device`.
+inline Result can_implement(const ForwardArgs& args, int device) {
+  GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
+  if (args.options.chunk_size != detail::kForwardChunk)
+    return Result(Status::kErrorNotSupported, "options.chunk_size: the CUDA forward implements C = 64 only (got " +
+                                                  std::to_string(args.options.chunk_size) + ")");
+  if (args.shape.heads_q > 65535)
+    return Result(Status::kErrorNotSupported, "shape.heads_q above 65535 is not supported by the CUDA forward");
+  const detail::ForwardLayout L = detail::forward_layout(args);
+  if (L.chunk_bound > 0x7fffffff)
+    return Result(Status::kErrorNotSupported, "too many chunks for one launch");
+  cudaDeviceProp prop;
+  cudaError_t e = cudaGetDeviceProperties(&prop, device);
+  if (e != cudaSuccess) return detail::cuda_result(e, "cudaGetDeviceProperties");
+  if (prop.major < 8)
+    return Result(Status::kErrorArchMismatch, "the CUDA forward needs compute capability 8.0 or newer (device has " +
+                                                  std::to_string(prop.major) + "." + std::to_string(prop.minor) + ")");
+  const int need = detail::solve_smem_bytes(args.shape.head_dim, detail::split_policy(args));
+  const int need_scan = detail::scan_smem_bytes(args.shape.head_dim, args.in.q.dtype);
+  const int have = static_cast<int>(prop.sharedMemPerBlockOptin);
+  if (need > have || need_scan > have)
+    return Result(Status::kErrorArchMismatch, "the device offers " + std::to_string(have) +
+                                                  " bytes of shared memory per block; the forward needs " +
+                                                  std::to_string(need > need_scan ? need : need_scan));
+  return Result::success();
+}
+
+inline Result forward(const ForwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
+  if (args.options.chunk_size != detail::kForwardChunk)
+    return Result(Status::kErrorNotSupported, "options.chunk_size: the CUDA forward implements C = 64 only (got " +
+                                                  std::to_string(args.options.chunk_size) + ")");
+  const ProblemShape& s = args.shape;
+  const detail::ForwardLayout L = detail::forward_layout(args);
+  if (workspace_bytes < L.total)
+    return Result(Status::kErrorWorkspaceTooSmall, "workspace_bytes = " + std::to_string(workspace_bytes) +
+                                                       " < forward_workspace_size() = " + std::to_string(L.total));
+  if (workspace == nullptr) return Result(Status::kErrorNullPointer, "workspace is null");
+  if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
+    return Result(Status::kErrorMisaligned, "workspace must be 256-byte aligned");
+  if (s.heads_q > 65535) return Result(Status::kErrorNotSupported, "shape.heads_q above 65535");
+
+  uint8_t* ws = static_cast<uint8_t*>(workspace);
+  tiling::ChunkGeometry geo;
+  geo.batch = s.batch;
+  geo.seqlen = s.seqlen;
+  geo.chunk = detail::kForwardChunk;
+  geo.varlen = s.varlen();
+  geo.num_seqs = s.num_states();
+  geo.chunk_bound = L.chunk_bound;
+  if (geo.varlen) {
+    geo.table = reinterpret_cast<const int64_t*>(ws + L.off_table);
+    geo.seqs = reinterpret_cast<const tiling::SeqEntry*>(ws + L.off_seqs);
+    kernels::ChunkTableParams tp;
+    tp.cu_seqlens = s.cu_seqlens.data;
+    tp.index_type = s.cu_seqlens.type;
+    tp.num_seqs = s.cu_seqlens.num_seqs;
+    tp.chunk = detail::kForwardChunk;
+    tp.chunk_bound = L.chunk_bound;
+    tp.table = reinterpret_cast<int64_t*>(ws + L.off_table);
+    tp.seqs = reinterpret_cast<tiling::SeqEntry*>(ws + L.off_seqs);
+    kernels::chunk_table_kernel<<<1, kernels::kChunkTableThreads, 0, stream>>>(tp);
+    GKA_RETURN_IF_ERROR(detail::cuda_result(cudaGetLastError(), "chunk_table_kernel launch"));
+  }
+  if (L.chunk_bound == 0 && !args.ht.present() && !args.st.present()) return Result::success();
+
+  const OperatorInputs& in = args.in;
+  // f absent means f = g; g absent means no decay of S.
+  const gating::Gate gate_s = detail::make_gate(in.g);
+  const gating::Gate gate_h = in.f.present() ? detail::make_gate(in.f) : gate_s;
+  const bool split = detail::split_policy(args);
+  float* states_h = reinterpret_cast<float*>(ws + L.off_h);
+  float* states_s = reinterpret_cast<float*>(ws + L.off_s);
+
+  kernels::StateScanParams sp;
+  sp.geo = geo;
+  sp.heads_q = s.heads_q;
+  sp.group = s.group_size();
+  sp.k = in.k;
+  sp.v = in.v;
+  sp.beta = in.beta;
+  sp.gate_h = gate_h;
+  sp.gate_s = gate_s;
+  sp.l2norm_k = args.options.l2norm_qk;
+  sp.use_beta = args.options.fuse_beta;
+  sp.h0 = in.h0;
+  sp.s0 = in.s0;
+  sp.ht = args.ht;
+  sp.st = args.st;
+  sp.states_h = states_h;
+  sp.states_s = states_s;
+  const int64_t nseq = s.num_states();
+  Result r;
+  switch (in.q.dtype) {
+    case DType::kBF16:
+      r = s.head_dim == 64 ? detail::launch_scan<__nv_bfloat16, 64, false>(sp, nseq, stream)
+                           : detail::launch_scan<__nv_bfloat16, 128, false>(sp, nseq, stream);
+      break;
+    case DType::kFP16:
+      r = s.head_dim == 64 ? detail::launch_scan<__half, 64, true>(sp, nseq, stream)
+                           : detail::launch_scan<__half, 128, true>(sp, nseq, stream);
+      break;
+    case DType::kFP32:
+      r = s.head_dim == 64 ? detail::launch_scan<float, 64, true>(sp, nseq, stream)
+                           : detail::launch_scan<float, 128, true>(sp, nseq, stream);
+      break;
+    default: return Result(Status::kErrorUnsupportedDType, "q.dtype");
+  }
+  GKA_RETURN_IF_ERROR(r);
+  if (L.chunk_bound == 0) return Result::success();
+
+  kernels::SolveReadoutParams pp;
+  pp.geo = geo;
+  pp.heads_q = s.heads_q;
+  pp.group = s.group_size();
+  pp.q = in.q;
+  pp.k = in.k;
+  pp.v = in.v;
+  pp.alpha = in.alpha;
+  pp.beta = in.beta;
+  pp.gate_h = gate_h;
+  pp.gate_s = gate_s;
+  pp.l2norm_qk = args.options.l2norm_qk;
+  pp.use_beta = args.options.fuse_beta;
+  pp.num_iter = args.options.num_iter;
+  pp.ridge = static_cast<float>(args.options.ridge_ratio);
+  pp.scale = static_cast<float>(args.options.resolved_scale(s.head_dim));
+  pp.states_h = states_h;
+  pp.states_s = states_s;
+  pp.o = args.o;
+  pp.x = args.x;
+  pp.nu = args.nu;
+  if (s.head_dim == 64)
+    r = split ? detail::launch_solve<64, true>(pp, L.chunk_bound, stream)
+              : detail::launch_solve<64, false>(pp, L.chunk_bound, stream);
+  else
+    r = split ? detail::launch_solve<128, true>(pp, L.chunk_bound, stream)
+              : detail::launch_solve<128, false>(pp, L.chunk_bound, stream);
+  return r;
+}
+
+GKA_NAMESPACE_END

@@ -1,0 +1,5 @@
+// gka/gka.cuh: the CUDA umbrella header: the host API of gka/gka.h plus the GPU entry points.
+#pragma once
+
+#include "gka/gka.h"
+#include "gka/api/forward.cuh"

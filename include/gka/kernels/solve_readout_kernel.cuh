@@ -1,0 +1,396 @@
+// gka/kernels/solve_readout_kernel.cuh: the fused per-chunk kernel of the forward: per-token nu
+// (spec 3.3), the r-step Chebyshev solve on tensor cores (solver/chebyshev_tc.cuh), the alpha-mix
+// and the GLA read-out (spec 3.5). x and nu reach HBM only when the caller asks for them.
+//
+// Grid: (chunk_bound, H_q). Block: 128 threads = 4 warps, warp w owns tokens 16w..16w+15.
+// Policies: kSplit = false (bf16 inputs): bf16 operands, exact for the keys; kSplit = true (fp16 and
+// fp32 inputs, the accuracy path): every B operand and P carried as bf16 hi + lo.
+// The read-out always uses hi/lo splits of q~ and S-bar (q~ is where the read-out cancels).
+#pragma once
+
+#include <cstdint>
+
+#include "gka/config.h"
+#include "gka/gating/gates.cuh"
+#include "gka/solver/chebyshev_schedule.h"
+#include "gka/solver/chebyshev_tc.cuh"
+#include "gka/solver/nu.cuh"
+#include "gka/tiling/chunks.cuh"
+#include "gka/tiling/mma.cuh"
+#include "gka/types.h"
+
+GKA_NAMESPACE_BEGIN
+namespace kernels {
+
+struct SolveReadoutParams {
+  tiling::ChunkGeometry geo;
+  int64_t heads_q = 0, group = 1;
+  TokenTensor q, k, v, alpha, beta;
+  gating::Gate gate_h, gate_s;
+  bool l2norm_qk = false, use_beta = false;
+  int num_iter = 30;
+  float ridge = 0.02f;
+  float scale = 1.f;
+  const float* states_h = nullptr;  // [chunk_bound][H_q][D][D]
+  const float* states_s = nullptr;
+  TokenTensor o, x, nu;
+};
+
+constexpr int kSolveThreads = 128;
+constexpr int kSolveChunk = 64;
+
+template <int D, bool kSplit>
+struct SolveSmem {
+  static constexpr int kTileKD = kSolveChunk * D * 2;  // one bf16 [C][D] tile
+  static constexpr int kTileDD = D * D * 2;            // one bf16 [D][D] tile
+  static constexpr int kScratch = kSolveChunk * solver::kPadC * 4;
+  // region "big": Hbar hi [lo], then L (X) and W2 / M (Y); after the solve S-bar hi + lo.
+  static constexpr int kHbar = 0;
+  static constexpr int kX = kHbar + (kSplit ? 2 : 1) * kTileDD;
+  static constexpr int kY = kX + kScratch;
+  static constexpr int kBigEnd = (kY + kScratch > 2 * kTileDD) ? kY + kScratch : 2 * kTileDD;
+  static constexpr int kK = kBigEnd;
+  static constexpr int kV = kK + (kSplit ? 2 : 1) * kTileKD;
+  static constexpr int kScal = kV + (kSplit ? 2 : 1) * kTileKD;
+  static constexpr int kNumScal = 12;
+  static constexpr int kBytes = kScal + kNumScal * kSolveChunk * 4 + 64;
+};
+
+template <int D, bool kSplit>
+__global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_kernel(SolveReadoutParams p) {
+  using Smem = SolveSmem<D, kSplit>;
+  using namespace tiling;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
+  const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
+  const ChunkEntry ce = p.geo.chunk_entry(cidx);
+  if (ce.seq < 0) return;
+  const int64_t b = p.geo.varlen ? 0 : ce.seq;
+  const int len = ce.len;
+  const int64_t t0 = ce.t0;
+
+  uint8_t* hb_hi = smem + Smem::kHbar;
+  uint8_t* hb_lo = hb_hi + Smem::kTileDD;
+  float* Lm = reinterpret_cast<float*>(smem + Smem::kX);
+  float* Ym = reinterpret_cast<float*>(smem + Smem::kY);
+  uint8_t* k_hi = smem + Smem::kK;
+  uint8_t* k_lo = k_hi + Smem::kTileKD;
+  uint8_t* v_hi = smem + Smem::kV;
+  uint8_t* v_lo = v_hi + Smem::kTileKD;
+  float* sc = reinterpret_cast<float*>(smem + Smem::kScal);
+  float* F = sc;                      // f cumsum
+  float* G = sc + 1 * kSolveChunk;    // g cumsum
+  float* q_scale = sc + 2 * kSolveChunk;
+  float* k_scale = sc + 3 * kSolveChunk;
+  float* v_scale = sc + 4 * kSolveChunk;
+  float* pq = sc + 5 * kSolveChunk;   // k_i^T Hbar k_i
+  float* t3 = sc + 6 * kSolveChunk;
+  float* nu_s = sc + 7 * kSolveChunk;
+  float* u_s = sc + 8 * kSolveChunk;
+  float* vv_s = sc + 9 * kSolveChunk;
+  float* ginv = sc + 10 * kSolveChunk;  // 1 / Gamma'
+  float* red = sc + 12 * kSolveChunk;   // block reduction slots
+
+  // ---- gates, fused-transform scales ----------------------------------------------------------
+  if (warp < 2) {
+    float* dst = warp == 0 ? F : G;
+    const gating::Gate& gt = warp == 0 ? p.gate_h : p.gate_s;
+    for (int t = lane; t < kSolveChunk; t += 32) dst[t] = t < len ? gt.at(b, t0 + t, h) : 0.f;
+    __syncwarp();
+    gating::warp_cumsum64(dst, len, lane);
+  }
+  for (int t = warp; t < kSolveChunk; t += kSolveThreads / 32) {
+    float sq = 0.f, sk = 0.f;
+    if (p.l2norm_qk && t < len) {
+      for (int i = 2 * lane; i < D; i += 64) {
+        const float2 a = gating::load2_as_float(p.q.data, p.q.dtype, p.q.offset(b, t0 + t, h) + i);
+        const float2 e = gating::load2_as_float(p.k.data, p.k.dtype, p.k.offset(b, t0 + t, hk) + i);
+        sq += a.x * a.x + a.y * a.y;
+        sk += e.x * e.x + e.y * e.y;
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        sq += __shfl_xor_sync(0xffffffffu, sq, o);
+        sk += __shfl_xor_sync(0xffffffffu, sk, o);
+      }
+    }
+    const float be = (p.use_beta && t < len) ? gating::load_as_float(p.beta.data, p.beta.dtype, p.beta.offset(b, t0 + t, h)) : 0.f;
+    if (lane == 0) {
+      q_scale[t] = gating::fused_scale(p.l2norm_qk, sq, false, 0.f);
+      k_scale[t] = gating::fused_scale(p.l2norm_qk, sk, p.use_beta, be);
+      v_scale[t] = gating::fused_scale(false, 0.f, p.use_beta, be);
+    }
+  }
+  __syncthreads();
+
+  // ---- operand tiles: Hbar (fp32 workspace -> bf16 hi [lo]), K, V ------------------------------
+  float t1 = 0.f;
+  {
+    const float* hs = p.states_h + (cidx * p.heads_q + h) * D * D;
+    for (int i = tid; i < D * D / 4; i += kSolveThreads) {
+      const int row = (4 * i) / D, col = (4 * i) % D;
+      const float4 x = *reinterpret_cast<const float4*>(hs + 4 * i);
+      t1 += x.x * x.x + x.y * x.y + x.z * x.z + x.w * x.w;
+      uint32_t h0, l0, h1, l1;
+      split_bf16(x.x, x.y, h0, l0);
+      split_bf16(x.z, x.w, h1, l1);
+      const uint32_t off = SwizzledTile<D>::offset(row, col);
+      *reinterpret_cast<uint2*>(hb_hi + off) = make_uint2(h0, h1);
+      if (kSplit) *reinterpret_cast<uint2*>(hb_lo + off) = make_uint2(l0, l1);
+    }
+  }
+  auto load_tile = [&](const TokenTensor& tt, int64_t head, const float* scale, uint8_t* hi, uint8_t* lo) {
+    for (int i = tid; i < kSolveChunk * D / 2; i += kSolveThreads) {
+      const int t = (2 * i) / D, col = (2 * i) % D;
+      float2 x = make_float2(0.f, 0.f);
+      if (t < len) {
+        x = gating::load2_as_float(tt.data, tt.dtype, tt.offset(b, t0 + t, head) + col);
+        x.x *= scale[t];
+        x.y *= scale[t];
+      }
+      uint32_t vh, vl;
+      split_bf16(x.x, x.y, vh, vl);
+      const uint32_t off = SwizzledTile<D>::offset(t, col);
+      *reinterpret_cast<uint32_t*>(hi + off) = vh;
+      if (kSplit) *reinterpret_cast<uint32_t*>(lo + off) = vl;
+    }
+  };
+  load_tile(p.k, hk, k_scale, k_hi, k_lo);
+  load_tile(p.v, hk, v_scale, v_hi, v_lo);
+  // L_ji = exp(F_j - F_i), i <= j < len
+  for (int i = tid; i < kSolveChunk * kSolveChunk; i += kSolveThreads) {
+    const int j = i / kSolveChunk, ii = i % kSolveChunk;
+    Lm[j * solver::kPadC + ii] = (ii <= j && j < len) ? gating::decay(F[j], F[ii]) : 0.f;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) t1 += __shfl_xor_sync(0xffffffffu, t1, o);
+  if (lane == 0) red[warp] = t1;
+  __syncthreads();
+  t1 = red[0] + red[1] + red[2] + red[3];
+
+  // ---- nu ----------------------------------------------------------------------------------------
+  const uint32_t sk_hi = smem_addr(k_hi), sk_lo = smem_addr(k_lo);
+  const uint32_t sh_hi = smem_addr(hb_hi), sh_lo = smem_addr(hb_lo);
+  solver::gram_and_quadratic<D, kSplit>(k_hi, k_lo, sk_hi, sk_lo, sh_hi, sh_lo, Ym, pq, warp, lane);
+  __syncthreads();
+  solver::intra_norm_sq(Lm, Ym, t3, warp, lane);
+  __syncthreads();
+  const float ridge = p.ridge;
+  if (tid < kSolveChunk) {
+    const int j = tid;
+    float nu = 0.f;
+    if (j < len) {
+      float t2 = 0.f;
+      for (int i = 0; i <= j; ++i) t2 += Lm[j * solver::kPadC + i] * pq[i];
+      const float gam = __expf(F[j]);
+      nu = sqrtf(fmaxf(gam * gam * t1 + 2.f * gam * t2 + t3[j], 0.f));
+    }
+    const float gp = fmaxf(__expf(F[j]), 8.75651076e-27f);  // Gamma' = max(Gamma, e^-60)
+    const bool live = nu > 0.f;
+    const float lam = live ? ridge * nu : 0.f;
+    const float eta = live ? chebyshev_eta<float>(ridge, nu) : 0.f;
+    nu_s[j] = nu;
+    u_s[j] = eta * gp;
+    vv_s[j] = lam / gp;
+    ginv[j] = 1.f / gp;
+    if ((p.nu.data != nullptr) && j < len) static_cast<float*>(p.nu.data)[p.nu.offset(b, t0 + j, h)] = nu;
+  }
+  __syncthreads();  // W2 in Y is dead from here; M takes its place
+  // M in fragment order (each thread writes exactly what it will read)
+  const float4* mask = reinterpret_cast<const float4*>(Ym);
+  {
+    float4* mw = reinterpret_cast<float4*>(Ym);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      float m[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = 16 * warp + r + (e >= 2 ? 8 : 0), i = 8 * nt + 2 * c + (e & 1);
+        const float Fp = fmaxf(F[j], -60.f);
+        m[e] = (i <= j && j < len) ? __expf((F[j] - Fp) - F[i]) : 0.f;
+      }
+      mw[(warp * 8 + nt) * 32 + lane] = make_float4(m[0], m[1], m[2], m[3]);
+    }
+  }
+  __syncwarp();
+
+  // ---- the solve ---------------------------------------------------------------------------------
+  const int row_a = 16 * warp + r, row_b = row_a + 8;
+  float E[D / 8][4], X[D / 8][4];
+  uint32_t Dh[D / 16][4];
+  auto load_q = [&](float (&dst)[D / 8][4]) {
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const int col = 8 * j + 2 * c;
+      float2 a = make_float2(0.f, 0.f), bb = make_float2(0.f, 0.f);
+      if (row_a < len) a = gating::load2_as_float(p.q.data, p.q.dtype, p.q.offset(b, t0 + row_a, h) + col);
+      if (row_b < len) bb = gating::load2_as_float(p.q.data, p.q.dtype, p.q.offset(b, t0 + row_b, h) + col);
+      dst[j][0] = a.x * q_scale[row_a];
+      dst[j][1] = a.y * q_scale[row_a];
+      dst[j][2] = bb.x * q_scale[row_b];
+      dst[j][3] = bb.y * q_scale[row_b];
+    }
+  };
+  load_q(X);
+  const int r_iter = p.num_iter;
+  if (r_iter > 0) {
+    solver::RowScalars rs;
+    rs.u[0] = u_s[row_a];
+    rs.u[1] = u_s[row_b];
+    rs.v[0] = vv_s[row_a];
+    rs.v[1] = vv_s[row_b];
+    const float eta0 = u_s[row_a] * ginv[row_a], eta1 = u_s[row_b] * ginv[row_b];
+    const float gi0 = ginv[row_a], gi1 = ginv[row_b];
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool lo = e < 2;
+        const float qv = X[j][e];
+        const float d = round_bf16((lo ? eta0 : eta1) * qv);
+        X[j][e] = d;
+        E[j][e] = -qv * (lo ? gi0 : gi1) + (lo ? rs.v[0] : rs.v[1]) * d;
+      }
+#pragma unroll
+    for (int kt = 0; kt < D / 16; ++kt) acc_to_a(X[2 * kt], X[2 * kt + 1], Dh[kt]);
+    solver::ChunkOperands op{sh_hi, sh_lo, sk_hi, sk_lo, mask};
+    const float cc = chebyshev_c<float>(ridge);
+    float omega = chebyshev_omega0<float>();
+    for (int it = 0; it < r_iter; ++it) {
+      solver::matvec_round<D, kSplit>(E, Dh, op, warp, lane);
+      omega = chebyshev_next_omega(cc, omega);
+      solver::chebyshev_update<D>(E, X, Dh, rs, omega, it + 1 < r_iter);
+    }
+  }
+  // X holds x (r > 0) or q (r = 0)
+  if ((p.x.data != nullptr)) {
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const int col = 8 * j + 2 * c;
+      if (row_a < len) gating::store2_from_float(p.x.data, p.x.dtype, p.x.offset(b, t0 + row_a, h) + col, X[j][0], X[j][1]);
+      if (row_b < len) gating::store2_from_float(p.x.data, p.x.dtype, p.x.offset(b, t0 + row_b, h) + col, X[j][2], X[j][3]);
+    }
+  }
+  // alpha-mix in fp32: q~ = q + alpha (x - q)
+  if (r_iter > 0) {
+    load_q(E);
+    const float al0 = ((p.alpha.data != nullptr) && row_a < len) ? gating::load_as_float(p.alpha.data, p.alpha.dtype, p.alpha.offset(b, t0 + row_a, h)) : 1.f;
+    const float al1 = ((p.alpha.data != nullptr) && row_b < len) ? gating::load_as_float(p.alpha.data, p.alpha.dtype, p.alpha.offset(b, t0 + row_b, h)) : 1.f;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) X[j][e] = E[j][e] + (e < 2 ? al0 : al1) * (X[j][e] - E[j][e]);
+  }
+  __syncthreads();  // Hbar, L, M dead: S-bar (hi + lo) goes into the big region
+
+  // ---- read-out: o = s [Gamma_g o (q~ S-bar) + ((q~ K^T) o L_g) V] --------------------------------
+  uint8_t* s_hi = smem + Smem::kHbar;
+  uint8_t* s_lo = s_hi + Smem::kTileDD;
+  {
+    const float* ss = p.states_s + (cidx * p.heads_q + h) * D * D;
+    for (int i = tid; i < D * D / 4; i += kSolveThreads) {
+      const int row = (4 * i) / D, col = (4 * i) % D;
+      const float4 x = *reinterpret_cast<const float4*>(ss + 4 * i);
+      uint32_t h0, l0, h1, l1;
+      split_bf16(x.x, x.y, h0, l0);
+      split_bf16(x.z, x.w, h1, l1);
+      const uint32_t off = SwizzledTile<D>::offset(row, col);
+      *reinterpret_cast<uint2*>(s_hi + off) = make_uint2(h0, h1);
+      *reinterpret_cast<uint2*>(s_lo + off) = make_uint2(l0, l1);
+    }
+  }
+  __syncthreads();
+  const uint32_t ss_hi = smem_addr(s_hi), ss_lo = smem_addr(s_lo);
+  const uint32_t sv_hi = smem_addr(v_hi), sv_lo = smem_addr(v_lo);
+  float (&O)[D / 8][4] = E;
+  uint32_t Qh[D / 16][4], Ql[D / 16][4];
+#pragma unroll
+  for (int kt = 0; kt < D / 16; ++kt) acc_to_a_split(X[2 * kt], X[2 * kt + 1], Qh[kt], Ql[kt]);
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) O[j][e] = 0.f;
+#pragma unroll
+  for (int kt = 0; kt < D / 16; ++kt)
+#pragma unroll
+    for (int np = 0; np < D / 16; ++np) {
+      uint32_t bq[4];
+      load_b_kn<D>(ss_hi, 16 * np, 16 * kt, lane, bq);
+      mma_bf16(O[2 * np], Qh[kt], bq[0], bq[1]);
+      mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
+      mma_bf16(O[2 * np], Ql[kt], bq[0], bq[1]);
+      mma_bf16(O[2 * np + 1], Ql[kt], bq[2], bq[3]);
+      load_b_kn<D>(ss_lo, 16 * np, 16 * kt, lane, bq);
+      mma_bf16(O[2 * np], Qh[kt], bq[0], bq[1]);
+      mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
+    }
+  {
+    const float g0 = __expf(G[row_a]), g1 = __expf(G[row_b]);
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      O[j][0] *= g0; O[j][1] *= g0; O[j][2] *= g1; O[j][3] *= g1;
+    }
+  }
+  {
+    float S[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) S[j][e] = 0.f;
+#pragma unroll
+    for (int kt = 0; kt < D / 16; ++kt)
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        if (np > warp) continue;
+        uint32_t bq[4];
+        load_b_nk<D>(sk_hi, 16 * np, 16 * kt, lane, bq);
+        mma_bf16(S[2 * np], Qh[kt], bq[0], bq[1]);
+        mma_bf16(S[2 * np + 1], Qh[kt], bq[2], bq[3]);
+        mma_bf16(S[2 * np], Ql[kt], bq[0], bq[1]);
+        mma_bf16(S[2 * np + 1], Ql[kt], bq[2], bq[3]);
+        if constexpr (kSplit) {
+          load_b_nk<D>(sk_lo, 16 * np, 16 * kt, lane, bq);
+          mma_bf16(S[2 * np], Qh[kt], bq[0], bq[1]);
+          mma_bf16(S[2 * np + 1], Qh[kt], bq[2], bq[3]);
+        }
+      }
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) {
+      if (kt > warp) continue;
+      float s0[4], s1[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = e < 2 ? row_a : row_b;
+        const int i0 = 16 * kt + 2 * c + (e & 1), i1 = i0 + 8;
+        s0[e] = (i0 <= j && j < len) ? S[2 * kt][e] * gating::decay(G[j], G[i0]) : 0.f;
+        s1[e] = (i1 <= j && j < len) ? S[2 * kt + 1][e] * gating::decay(G[j], G[i1]) : 0.f;
+      }
+      uint32_t ph[4], pl[4];
+      acc_to_a_split(s0, s1, ph, pl);
+#pragma unroll
+      for (int np = 0; np < D / 16; ++np) {
+        uint32_t bq[4];
+        load_b_kn<D>(sv_hi, 16 * np, 16 * kt, lane, bq);
+        mma_bf16(O[2 * np], ph, bq[0], bq[1]);
+        mma_bf16(O[2 * np + 1], ph, bq[2], bq[3]);
+        mma_bf16(O[2 * np], pl, bq[0], bq[1]);
+        mma_bf16(O[2 * np + 1], pl, bq[2], bq[3]);
+        if constexpr (kSplit) {
+          load_b_kn<D>(sv_lo, 16 * np, 16 * kt, lane, bq);
+          mma_bf16(O[2 * np], ph, bq[0], bq[1]);
+          mma_bf16(O[2 * np + 1], ph, bq[2], bq[3]);
+        }
+      }
+    }
+  }
+  const float s = p.scale;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    const int col = 8 * j + 2 * c;
+    if (row_a < len) gating::store2_from_float(p.o.data, p.o.dtype, p.o.offset(b, t0 + row_a, h) + col, s * O[j][0], s * O[j][1]);
+    if (row_b < len) gating::store2_from_float(p.o.data, p.o.dtype, p.o.offset(b, t0 + row_b, h) + col, s * O[j][2], s * O[j][3]);
+  }
+}
+
+}  // namespace kernels
+GKA_NAMESPACE_END

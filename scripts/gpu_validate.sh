@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# scripts/gpu_validate.sh: runs every GPU test and benchmark of gka in one call and prints a short
+# table last. Logs go under $OUT (default ./gpu-validate-out).
+#
+#   GKA_BIN_DIR=.carry scripts/gpu_validate.sh     # prebuilt binaries (gka_gpu_tests, gka_bench_forward)
+#   scripts/gpu_validate.sh                         # otherwise builds into build-gpu with CMake first
+#
+# A prebuilt binary dir may also hold libbenchmark.so.1* (Google Benchmark), put on LD_LIBRARY_PATH.
+set -u
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT="${OUT:-$ROOT/gpu-validate-out}"
+mkdir -p "$OUT"
+BIN="${GKA_BIN_DIR:-}"
+if [ -z "$BIN" ]; then
+  BIN="$ROOT/build-gpu"
+  cmake -S "$ROOT" -B "$BIN" -DCMAKE_BUILD_TYPE=Release -DGKA_BUILD_EXAMPLES=OFF > "$OUT/cmake.log" 2>&1 &&
+    cmake --build "$BIN" -j "${GKA_JOBS:-8}" --target gka_gpu_tests gka_bench_forward > "$OUT/build.log" 2>&1 ||
+    { echo "build failed, see $OUT/build.log"; tail -30 "$OUT/build.log"; exit 1; }
+  TESTS="$BIN/tests/gka_gpu_tests"; BENCH="$BIN/bench/gka_bench_forward"
+else
+  BIN="$(cd "$BIN" && pwd)"
+  TESTS="$BIN/gka_gpu_tests"; BENCH="$BIN/gka_bench_forward"
+  export LD_LIBRARY_PATH="$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
+{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv 2>&1 || true; } | tee "$OUT/device.txt"
+git -C "$ROOT" rev-parse HEAD 2>/dev/null | tee "$OUT/commit.txt"
+
+echo "== GPU tests"
+"$TESTS" -r compact "${GKA_TEST_FILTER:-[gpu]}" 2>&1 | tee "$OUT/tests.log"
+TEST_RC=${PIPESTATUS[0]}
+
+echo "== benchmarks"
+BENCH_RC=0
+if [ -x "$BENCH" ]; then
+  "$BENCH" --benchmark_out="$OUT/bench.json" --benchmark_out_format=json ${GKA_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+  BENCH_RC=${PIPESTATUS[0]}
+else
+  echo "no benchmark binary at $BENCH" | tee "$OUT/bench.log"; BENCH_RC=1
+fi
+
+{
+  echo
+  echo "================ summary ================"
+  head -2 "$OUT/device.txt" | tail -1
+  echo "tests exit code: $TEST_RC   (0 = all passed, 77 = skipped: no device)"
+  grep -E "^(Passed|Failed|test cases)" "$OUT/tests.log" | tail -2
+  echo "-- relative L2 error vs float64 reference"
+  grep "^ERR|" "$OUT/tests.log" | sed 's/^ERR| //'
+  echo "-- forward, 65,536 tokens x 16 heads, D 128, bf16, r 30 (median of 5 x 10 calls)"
+  grep -E "_median" "$OUT/bench.log" | awk '{
+      name=$1; ms=$2; line=$0; tf=""; tok=""; fr="";
+      if (match(line, /TFLOP\/s=[0-9.]+[kMG]?\/s/)) tf=substr(line, RSTART+8, RLENGTH-8);
+      if (match(line, /tokens\/s=[0-9.]+[kMG]?\/s/)) tok=substr(line, RSTART+9, RLENGTH-9);
+      if (match(line, /frac_790=[0-9.]+[munk]?\/s/)) fr=substr(line, RSTART+9, RLENGTH-9);
+      printf "%-34s %8s ms  tokens/s %-10s TFLOP/s %-8s frac-of-790 %s\n", name, ms, tok, tf, fr }'
+  echo "bench exit code: $BENCH_RC"
+} | tee "$OUT/summary.txt"
+[ "$TEST_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ]
