@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iterator>
+#include <list>
 #include <map>
 #include <string>
 #include <vector>
@@ -373,6 +374,15 @@ struct Reference64 {
     }
     return s;
   }
+  // ForwardArgs, BackwardArgs or DecodeArgs with the shape, inputs and options filled in.
+  template <class Args>
+  Args args(bool with_states) const {
+    Args a;
+    a.shape = shape();
+    a.in = inputs(with_states);
+    a.options = p.cfg.options;
+    return a;
+  }
   gka::OperatorInputs inputs(bool with_states) const {
     gka::OperatorInputs in;
     in.q = token("q", p.Hq, p.D);
@@ -397,89 +407,89 @@ gka::reference::ReferenceOptions reference_options(const gt::Problem& p) {
   return o;
 }
 
-NpyArray f64_zeros(std::vector<int64_t> shape) { return NpyArray::zeros(NpyType::kF64, std::move(shape)); }
+// The float64 result arrays of one reference run, named as the cases name them and allocated
+// (zeroed) as the run asks for them; handed to the caller in that order.
+class ResultArrays {
+ public:
+  explicit ResultArrays(const gt::Problem& p) : p_(p) {}
+  // [B, T, heads, width] ([B, T, heads] for width 1).
+  gka::TokenTensor token(const std::string& name, int64_t heads, int64_t width) {
+    std::vector<int64_t> shape = {p_.B, p_.T, heads};
+    if (width != 1) shape.push_back(width);
+    NpyArray& a = add(name, NpyArray::zeros(NpyType::kF64, shape));
+    return gka::TokenTensor::contiguous(a.data(), gka::DType::kFP64, p_.T, heads, width);
+  }
+  // [rows, Hq, D, D]: N per-sequence states, or a pool of P slots.
+  gka::StateTensor state(const std::string& name, int64_t rows) {
+    return state_over(add(name, NpyArray::zeros(NpyType::kF64, {rows, p_.Hq, p_.D, p_.D})));
+  }
+  // An input array converted to float64 that the run updates in place (a state pool).
+  gka::StateTensor state_from(const std::string& name, const NpyArray& initial) {
+    return state_over(add(name, gt::convert_float_array(initial, NpyType::kF64)));
+  }
+  void move_to(gt::Outputs* out) {
+    for (gt::NamedArray& a : arrays_) out->push_back(std::move(a));
+    arrays_.clear();
+  }
 
-gka::TokenTensor out_token(NpyArray& a, const gt::Problem& p, int64_t heads, int64_t width) {
-  return gka::TokenTensor::contiguous(a.data(), gka::DType::kFP64, p.T, heads, width);
-}
-gka::StateTensor out_state(NpyArray& a, const gt::Problem& p) {
-  return gka::StateTensor::contiguous(a.data(), gka::DType::kFP64, p.Hq, p.D);
-}
+ private:
+  NpyArray& add(const std::string& name, NpyArray a) {
+    arrays_.push_back({name, std::move(a)});
+    return arrays_.back().array;
+  }
+  gka::StateTensor state_over(NpyArray& a) const {
+    return gka::StateTensor::contiguous(a.data(), gka::DType::kFP64, p_.Hq, p_.D);
+  }
+  const gt::Problem& p_;
+  std::list<gt::NamedArray> arrays_;  // stable addresses: the argument structs point into them
+};
 
 gka::Result reference_forward(const gt::Problem& p, gt::Outputs* out) {
   const Reference64 r(p);
-  gka::ForwardArgs a;
-  a.shape = r.shape();
-  a.in = r.inputs(true);
-  a.options = p.cfg.options;
-  NpyArray o = f64_zeros({p.B, p.T, p.Hq, p.D}), x = f64_zeros({p.B, p.T, p.Hq, p.D}), nu = f64_zeros({p.B, p.T, p.Hq});
-  NpyArray ht = f64_zeros({p.N, p.Hq, p.D, p.D}), st = f64_zeros({p.N, p.Hq, p.D, p.D});
-  a.o = out_token(o, p, p.Hq, p.D);
-  a.x = out_token(x, p, p.Hq, p.D);
-  a.nu = out_token(nu, p, p.Hq, 1);
-  a.ht = out_state(ht, p);
-  a.st = out_state(st, p);
+  ResultArrays res(p);
+  gka::ForwardArgs a = r.args<gka::ForwardArgs>(true);
+  a.o = res.token("o", p.Hq, p.D);
+  a.x = res.token("x", p.Hq, p.D);
+  a.nu = res.token("nu", p.Hq, 1);
+  a.ht = res.state("H_T", p.N);
+  a.st = res.state("S_T", p.N);
   GKA_RETURN_IF_ERROR(gka::reference::forward<double>(a, reference_options(p)));
-  out->push_back({"o", std::move(o)});
-  out->push_back({"x", std::move(x)});
-  out->push_back({"nu", std::move(nu)});
-  out->push_back({"H_T", std::move(ht)});
-  out->push_back({"S_T", std::move(st)});
+  res.move_to(out);
   return gka::Result::success();
 }
 
 gka::Result reference_backward(const gt::Problem& p, gt::Outputs* out) {
   const Reference64 r(p);
-  gka::BackwardArgs a;
-  a.shape = r.shape();
-  a.in = r.inputs(true);
-  a.options = p.cfg.options;
+  ResultArrays res(p);
+  gka::BackwardArgs a = r.args<gka::BackwardArgs>(true);
   a.bp_lambda = p.cfg.bp_lambda;
   a.x = r.token("x", p.Hq, p.D);
   a.nu = r.token("nu", p.Hq, 1);
   a.d_o = r.token("do", p.Hq, p.D);
   a.d_ht = r.state("dHT");
   a.d_st = r.state("dST");
-  std::vector<std::pair<std::string, bool>> wanted = {
-      {"dq", true}, {"dk", true}, {"dv", true}, {"dalpha", a.in.alpha.present()}, {"dg", a.in.g.present()},
-      {"df", a.in.f.present()}, {"dbeta", p.cfg.options.fuse_beta}, {"dh0", a.in.h0.present()},
-      {"ds0", a.in.s0.present()}};
-  std::map<std::string, NpyArray> g;
-  for (const auto& w : wanted) {
-    if (!w.second) continue;
-    const std::string& n = w.first;
-    if (n == "dq") g[n] = f64_zeros({p.B, p.T, p.Hq, p.D});
-    else if (n == "dk" || n == "dv") g[n] = f64_zeros({p.B, p.T, p.Hkv, p.D});
-    else if (n == "dh0" || n == "ds0") g[n] = f64_zeros({p.N, p.Hq, p.D, p.D});
-    else g[n] = f64_zeros({p.B, p.T, p.Hq});
-  }
-  a.dq = out_token(g["dq"], p, p.Hq, p.D);
-  a.dk = out_token(g["dk"], p, p.Hkv, p.D);
-  a.dv = out_token(g["dv"], p, p.Hkv, p.D);
-  if (g.count("dalpha")) a.dalpha = out_token(g["dalpha"], p, p.Hq, 1);
-  if (g.count("dg")) a.dg = out_token(g["dg"], p, p.Hq, 1);
-  if (g.count("df")) a.df = out_token(g["df"], p, p.Hq, 1);
-  if (g.count("dbeta")) a.dbeta = out_token(g["dbeta"], p, p.Hq, 1);
-  if (g.count("dh0")) a.dh0 = out_state(g["dh0"], p);
-  if (g.count("ds0")) a.ds0 = out_state(g["ds0"], p);
+  // A gradient is returned for every input given (and dbeta with fuse_beta).
+  a.dq = res.token("dq", p.Hq, p.D);
+  a.dk = res.token("dk", p.Hkv, p.D);
+  a.dv = res.token("dv", p.Hkv, p.D);
+  if (a.in.alpha.present()) a.dalpha = res.token("dalpha", p.Hq, 1);
+  if (a.in.g.present()) a.dg = res.token("dg", p.Hq, 1);
+  if (a.in.f.present()) a.df = res.token("df", p.Hq, 1);
+  if (p.cfg.options.fuse_beta) a.dbeta = res.token("dbeta", p.Hq, 1);
+  if (a.in.h0.present()) a.dh0 = res.state("dh0", p.N);
+  if (a.in.s0.present()) a.ds0 = res.state("ds0", p.N);
   GKA_RETURN_IF_ERROR(gka::reference::backward<double>(a, reference_options(p)));
-  for (const auto& w : wanted)
-    if (w.second) out->push_back({w.first, std::move(g[w.first])});
+  res.move_to(out);
   return gka::Result::success();
 }
 
 gka::Result reference_decode(const gt::Problem& p, gt::Outputs* out) {
   const Reference64 r(p);
-  gka::DecodeArgs a;
-  a.shape = r.shape();
-  a.in = r.inputs(false);
-  a.options = p.cfg.options;
-  NpyArray o = f64_zeros({p.B, p.T, p.Hq, p.D});
-  NpyArray ph = gt::convert_float_array(p.at("pool_H"), NpyType::kF64);  // updated in place
-  NpyArray ps = gt::convert_float_array(p.at("pool_S"), NpyType::kF64);
-  a.o = out_token(o, p, p.Hq, p.D);
-  a.pool.h = gka::StateTensor::contiguous(ph.data(), gka::DType::kFP64, p.Hq, p.D);
-  a.pool.s = gka::StateTensor::contiguous(ps.data(), gka::DType::kFP64, p.Hq, p.D);
+  ResultArrays res(p);
+  gka::DecodeArgs a = r.args<gka::DecodeArgs>(false);
+  a.o = res.token("o", p.Hq, p.D);
+  a.pool.h = res.state_from("pool_H_out", p.at("pool_H"));
+  a.pool.s = res.state_from("pool_S_out", p.at("pool_S"));
   a.pool.num_slots = p.P;
   const NpyArray& slots = p.at("slots");
   a.pool.read_slots = slots.data();
@@ -490,9 +500,7 @@ gka::Result reference_decode(const gt::Problem& p, gt::Outputs* out) {
   a.pool.pad_slot = p.cfg.pad_slot;
   if (p.has("has_initial_state")) a.pool.has_initial_state = static_cast<const uint8_t*>(p.at("has_initial_state").data());
   GKA_RETURN_IF_ERROR(gka::reference::decode<double>(a, reference_options(p)));
-  out->push_back({"o", std::move(o)});
-  out->push_back({"pool_H_out", std::move(ph)});
-  out->push_back({"pool_S_out", std::move(ps)});
+  res.move_to(out);
   return gka::Result::success();
 }
 

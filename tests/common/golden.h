@@ -1,10 +1,11 @@
 // tests/common/golden.h: access to the golden cases of the independent float64 implementation
 // (GKA_CASES_DIR, see its README.md): the case list, top-level scalar fields of case.json, and
-// the .npy arrays (through tools/npy.h).
+// the .npy arrays (through tools/npy.h), and a case's inputs as a gka_test::HostProblem.
 //
 //   gka_test::GoldenCase c;
 //   std::string err = gka_test::load_golden_case(dir, "t7_d32_h3", &c);
 //   int64_t T = c.integer("T");   std::vector<double> q = c.f64("q");
+//   gka_test::HostProblem p = gka_test::golden_problem(c);   // then forward_args(p, ...) etc.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "common/random_inputs.h"
+#include "gka/args.h"
 #include "npy.h"
 
 namespace gka_test {
@@ -138,11 +141,71 @@ struct GoldenCase {
   }
 };
 
+// A case's sizes and operator inputs (q, k, v, raw_q, raw_k, raw_v, beta, alpha, g, f, h0, s0 and
+// cu_seqlens, each empty where the case has no such file). A decode case holds N_seq sequences of
+// m tokens, or one packed row with cu_seqlens.
+inline HostProblem golden_problem(const GoldenCase& c) {
+  HostProblem p;
+  ProblemSpec& s = p.spec;
+  if (c.has("cu_seqlens")) s.cu_seqlens = c.i64("cu_seqlens");
+  if (c.text("kind") == "decode") {
+    s.B = s.cu_seqlens.empty() ? c.integer("N_seq") : 1;
+    s.T = s.cu_seqlens.empty() ? c.integer("m") : s.cu_seqlens.back();
+  } else {
+    s.B = c.integer("B");
+    s.T = c.integer("T");
+  }
+  s.Hq = c.integer("H");
+  s.Hkv = c.integer("H_kv");
+  s.D = c.integer("D");
+  const struct { const char* file; std::vector<double> HostProblem::*array; } arrays[] = {
+      {"q", &HostProblem::q},         {"k", &HostProblem::k},         {"v", &HostProblem::v},
+      {"raw_q", &HostProblem::raw_q}, {"raw_k", &HostProblem::raw_k}, {"raw_v", &HostProblem::raw_v},
+      {"beta", &HostProblem::beta},   {"alpha", &HostProblem::alpha}, {"g", &HostProblem::g},
+      {"f", &HostProblem::f},         {"h0", &HostProblem::h0},       {"s0", &HostProblem::s0}};
+  for (const auto& a : arrays)
+    if (c.has(a.file)) p.*a.array = c.f64(a.file);
+  s.alpha = !p.alpha.empty();
+  s.g = !p.g.empty();
+  s.separate_f = !p.f.empty();
+  s.h0 = !p.h0.empty();
+  s.s0 = !p.s0.empty();
+  return p;
+}
+
+// num_iter, ratio and scale of a case; every other option at its default.
+inline gka::SolverOptions golden_solver_options(const GoldenCase& c) {
+  gka::SolverOptions o;
+  o.num_iter = static_cast<int>(c.integer("num_iter"));
+  o.ridge_ratio = c.number("ratio");
+  o.scale = c.number("scale");
+  return o;
+}
+
 inline std::string load_golden_case(const std::string& root, const std::string& name, GoldenCase* c) {
   c->dir = root + "/" + name;
   c->name = name;
   if (!read_text_file(c->dir + "/case.json", &c->json)) return c->dir + "/case.json: cannot read";
   return "";
+}
+
+// Every case of one kind ("forward_backward", "decode") listed in root/index.json, in its order.
+struct GoldenCases {
+  bool present = false;  // false: root has no index.json (the tests skip)
+  std::string error;     // a listed case that cannot be read (the tests fail)
+  std::vector<GoldenCase> cases;
+};
+
+inline GoldenCases load_golden_cases(const std::string& root, const std::string& kind) {
+  GoldenCases out;
+  out.present = directory_exists(root);
+  for (const std::string& name : golden_case_names(root)) {
+    GoldenCase c;
+    out.error = load_golden_case(root, name, &c);
+    if (!out.error.empty()) break;
+    if (c.text("kind") == kind) out.cases.push_back(c);
+  }
+  return out;
 }
 
 }  // namespace gka_test

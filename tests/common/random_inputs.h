@@ -37,6 +37,17 @@ struct ProblemSpec {
   int64_t num_states() const { return cu_seqlens.empty() ? B : static_cast<int64_t>(cu_seqlens.size()) - 1; }
 };
 
+// A spec with the given sizes and every other field at its default.
+inline ProblemSpec problem_spec(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D) {
+  ProblemSpec s;
+  s.B = B;
+  s.T = T;
+  s.Hq = Hq;
+  s.Hkv = Hkv;
+  s.D = D;
+  return s;
+}
+
 struct HostProblem {
   ProblemSpec spec;
   std::vector<double> raw_q, raw_k, raw_v;  // before the L2 norm and beta: [B,T,H,D]
@@ -171,13 +182,14 @@ inline gka::ProblemShape shape_of(const HostProblem& p) {
   return s;
 }
 
-// The core-op inputs (already normalised and scaled); raw_* and beta are for fusion tests.
-inline gka::OperatorInputs inputs_of(const HostProblem& p) {
+// The core-op inputs (already normalised and scaled), or with raw_qkv the raw_q, raw_k, raw_v that
+// the fused transforms (l2norm_qk, fuse_beta) take instead.
+inline gka::OperatorInputs inputs_of(const HostProblem& p, bool raw_qkv = false) {
   const int64_t T = p.spec.T, Hq = p.spec.Hq, Hkv = p.spec.Hkv, D = p.spec.D;
   gka::OperatorInputs in;
-  in.q = token_view(p.q, T, Hq, D);
-  in.k = token_view(p.k, T, Hkv, D);
-  in.v = token_view(p.v, T, Hkv, D);
+  in.q = token_view(raw_qkv ? p.raw_q : p.q, T, Hq, D);
+  in.k = token_view(raw_qkv ? p.raw_k : p.k, T, Hkv, D);
+  in.v = token_view(raw_qkv ? p.raw_v : p.v, T, Hkv, D);
   in.alpha = token_view(p.alpha, T, Hq, 1);
   in.g = token_view(p.g, T, Hq, 1);
   in.f = token_view(p.f, T, Hq, 1);
@@ -208,6 +220,51 @@ inline gka::ForwardArgs forward_args(const HostProblem& p, ForwardOutputs& out, 
   a.nu = token_view(out.nu, T, Hq, 1);
   a.ht = state_view(out.ht, Hq, D);
   a.st = state_view(out.st, Hq, D);
+  return a;
+}
+
+// The incoming gradients of a backward: dL/do, and dL/dH_T, dL/dS_T (empty = absent).
+struct LossGradients {
+  std::vector<double> d_o, d_ht, d_st;
+};
+
+// fp64 gradients of a backward, sized for the problem (df only when f is present, dbeta only with
+// fuse_beta); NaN marks what the backward did not write.
+struct BackwardOutputs {
+  std::vector<double> dq, dk, dv, dalpha, dg, df, dbeta, dh0, ds0;
+};
+
+inline gka::BackwardArgs backward_args(const HostProblem& p, const LossGradients& w, BackwardOutputs& out,
+                                       const gka::SolverOptions& options, bool bp_lambda) {
+  const int64_t B = p.spec.B, T = p.spec.T, Hq = p.spec.Hq, Hkv = p.spec.Hkv, D = p.spec.D, N = p.spec.num_states();
+  const size_t BT = static_cast<size_t>(B * T);
+  out = BackwardOutputs{};
+  out.dq.assign(BT * Hq * D, NAN);
+  out.dk.assign(BT * Hkv * D, NAN);
+  out.dv.assign(out.dk.size(), NAN);
+  out.dalpha.assign(BT * Hq, NAN);
+  out.dg.assign(out.dalpha.size(), NAN);
+  if (!p.f.empty()) out.df.assign(out.dalpha.size(), NAN);
+  if (options.fuse_beta) out.dbeta.assign(out.dalpha.size(), NAN);
+  out.dh0.assign(static_cast<size_t>(N * Hq * D * D), NAN);
+  out.ds0.assign(out.dh0.size(), NAN);
+  gka::BackwardArgs a;
+  a.shape = shape_of(p);
+  a.in = inputs_of(p);
+  a.options = options;
+  a.bp_lambda = bp_lambda;
+  a.d_o = token_view(w.d_o, T, Hq, D);
+  a.d_ht = state_view(w.d_ht, Hq, D);
+  a.d_st = state_view(w.d_st, Hq, D);
+  a.dq = token_view(out.dq, T, Hq, D);
+  a.dk = token_view(out.dk, T, Hkv, D);
+  a.dv = token_view(out.dv, T, Hkv, D);
+  a.dalpha = token_view(out.dalpha, T, Hq, 1);
+  a.dg = token_view(out.dg, T, Hq, 1);
+  a.df = token_view(out.df, T, Hq, 1);
+  a.dbeta = token_view(out.dbeta, T, Hq, 1);
+  a.dh0 = state_view(out.dh0, Hq, D);
+  a.ds0 = state_view(out.ds0, Hq, D);
   return a;
 }
 

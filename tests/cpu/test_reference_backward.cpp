@@ -119,11 +119,7 @@ struct HeadCase {
   }
 };
 
-double max_abs(const Vec& a) {
-  double m = 0;
-  for (double x : a) m = std::fmax(m, std::fabs(x));
-  return m;
-}
+using gka_test::max_abs;
 
 // max_i |a_i - b_i| / max_i |b_i| (absolute when b is zero); NaN/Inf give +Inf.
 double max_rel_diff(const Vec& a, const Vec& b) {
@@ -419,8 +415,8 @@ using gka_test::HostProblem;
 struct OperatorCase {
   HostProblem prob;
   gka::SolverOptions options;
-  Vec d_o, d_ht, d_st;
-  Vec dq, dk, dv, dalpha, dg, df, dbeta, dh0, ds0;
+  gka_test::LossGradients w;
+  gka_test::BackwardOutputs grads;
   bool fused = false;  // feed raw_q, raw_k, raw_v, beta with l2norm_qk and fuse_beta
 
   OperatorCase(const gka_test::ProblemSpec& spec, bool fused_inputs, uint64_t seed)
@@ -431,60 +427,30 @@ struct OperatorCase {
     std::mt19937_64 rng(seed + 1000);
     const auto& s = prob.spec;
     const int64_t N = s.num_states();
-    d_o = gka_test::normal_rows(rng, s.B * s.T * s.Hq, s.D);
-    d_ht = gka_test::normal_rows(rng, N * s.Hq, s.D * s.D);
-    d_st = gka_test::normal_rows(rng, N * s.Hq, s.D * s.D);
+    w.d_o = gka_test::normal_rows(rng, s.B * s.T * s.Hq, s.D);
+    w.d_ht = gka_test::normal_rows(rng, N * s.Hq, s.D * s.D);
+    w.d_st = gka_test::normal_rows(rng, N * s.Hq, s.D * s.D);
   }
   Vec& q() { return fused ? prob.raw_q : prob.q; }
   Vec& k() { return fused ? prob.raw_k : prob.k; }
   Vec& v() { return fused ? prob.raw_v : prob.v; }
 
-  gka::OperatorInputs inputs() const {
-    gka::OperatorInputs in = gka_test::inputs_of(prob);
-    const auto& s = prob.spec;
-    if (fused) {
-      in.q = gka_test::token_view(prob.raw_q, s.T, s.Hq, s.D);
-      in.k = gka_test::token_view(prob.raw_k, s.T, s.Hkv, s.D);
-      in.v = gka_test::token_view(prob.raw_v, s.T, s.Hkv, s.D);
-    }
-    return in;
-  }
-
   double loss(const gka::reference::ReferenceOptions& ref) const {
     gka_test::ForwardOutputs out;
     gka::ForwardArgs a = gka_test::forward_args(prob, out, options);
-    a.in = inputs();
+    a.in = gka_test::inputs_of(prob, /*raw_qkv=*/fused);
     const gka::Result r = gka::reference::forward<double>(a, ref);
     if (!r.ok()) return NAN;
     double L = 0;
-    for (size_t i = 0; i < out.o.size(); ++i) L += out.o[i] * d_o[i];
-    for (size_t i = 0; i < out.ht.size(); ++i) L += out.ht[i] * d_ht[i] + out.st[i] * d_st[i];
+    for (size_t i = 0; i < out.o.size(); ++i) L += out.o[i] * w.d_o[i];
+    for (size_t i = 0; i < out.ht.size(); ++i) L += out.ht[i] * w.d_ht[i] + out.st[i] * w.d_st[i];
     return L;
   }
 
   template <class Real = double>
   gka::Result backward(const gka::reference::ReferenceOptions& ref, bool bp_lambda) {
-    const auto& s = prob.spec;
-    const int64_t T = s.T, Hq = s.Hq, Hkv = s.Hkv, D = s.D, N = s.num_states();
-    auto sized = [](Vec& x, size_t n) { x.assign(n, NAN); return x.data(); };
-    gka::BackwardArgs a;
-    a.shape = gka_test::shape_of(prob);
-    a.in = inputs();
-    a.options = options;
-    a.bp_lambda = bp_lambda;
-    a.d_o = gka_test::token_view(d_o, T, Hq, D);
-    a.d_ht = gka_test::state_view(d_ht, Hq, D);
-    a.d_st = gka_test::state_view(d_st, Hq, D);
-    const size_t BT = static_cast<size_t>(s.B * T);
-    a.dq = gka::TokenTensor::contiguous(sized(dq, BT * Hq * D), gka::DType::kFP64, T, Hq, D);
-    a.dk = gka::TokenTensor::contiguous(sized(dk, BT * Hkv * D), gka::DType::kFP64, T, Hkv, D);
-    a.dv = gka::TokenTensor::contiguous(sized(dv, BT * Hkv * D), gka::DType::kFP64, T, Hkv, D);
-    a.dalpha = gka::TokenTensor::contiguous(sized(dalpha, BT * Hq), gka::DType::kFP64, T, Hq, 1);
-    a.dg = gka::TokenTensor::contiguous(sized(dg, BT * Hq), gka::DType::kFP64, T, Hq, 1);
-    if (!prob.f.empty()) a.df = gka::TokenTensor::contiguous(sized(df, BT * Hq), gka::DType::kFP64, T, Hq, 1);
-    if (fused) a.dbeta = gka::TokenTensor::contiguous(sized(dbeta, BT * Hq), gka::DType::kFP64, T, Hq, 1);
-    a.dh0 = gka::StateTensor::contiguous(sized(dh0, N * Hq * D * D), gka::DType::kFP64, Hq, D);
-    a.ds0 = gka::StateTensor::contiguous(sized(ds0, N * Hq * D * D), gka::DType::kFP64, Hq, D);
+    gka::BackwardArgs a = gka_test::backward_args(prob, w, grads, options, bp_lambda);
+    a.in = gka_test::inputs_of(prob, /*raw_qkv=*/fused);
     return gka::reference::backward<Real>(a, ref);
   }
 };
@@ -507,12 +473,7 @@ Vec fd_states_symmetric(int64_t count, int64_t D, Vec& param, const std::functio
 }  // namespace
 
 TEST_CASE("backward driver FD: GQA (dk, dv summed over groups), every input", "[cpu][reference][backward]") {
-  gka_test::ProblemSpec spec;
-  spec.B = 2;
-  spec.T = 13;
-  spec.Hq = 4;
-  spec.Hkv = 2;
-  spec.D = 6;
+  gka_test::ProblemSpec spec = gka_test::problem_spec(2, 13, 4, 2, 6);  // B, T, Hq, Hkv, D
   spec.separate_f = spec.h0 = spec.s0 = true;
   OperatorCase oc(spec, /*fused=*/false, 41);
   gka::reference::ReferenceOptions ref;
@@ -521,32 +482,27 @@ TEST_CASE("backward driver FD: GQA (dk, dv summed over groups), every input", "[
   REQUIRE(r.ok());
   auto loss = [&]() { return oc.loss(ref); };
   std::map<std::string, double> err;
-  err["q"] = max_rel_diff(oc.dq, fd_gradient(oc.q(), loss));
-  err["k"] = max_rel_diff(oc.dk, fd_gradient(oc.k(), loss));
-  err["v"] = max_rel_diff(oc.dv, fd_gradient(oc.v(), loss));
-  err["alpha"] = max_rel_diff(oc.dalpha, fd_gradient(oc.prob.alpha, loss));
-  err["g"] = max_rel_diff(oc.dg, fd_gradient(oc.prob.g, loss));
-  err["f"] = max_rel_diff(oc.df, fd_gradient(oc.prob.f, loss));
-  err["H0"] = max_rel_diff(oc.dh0, fd_states_symmetric(2 * 4, 6, oc.prob.h0, loss, 1e-5));
-  err["S0"] = max_rel_diff(oc.ds0, fd_gradient(oc.prob.s0, loss));
+  err["q"] = max_rel_diff(oc.grads.dq, fd_gradient(oc.q(), loss));
+  err["k"] = max_rel_diff(oc.grads.dk, fd_gradient(oc.k(), loss));
+  err["v"] = max_rel_diff(oc.grads.dv, fd_gradient(oc.v(), loss));
+  err["alpha"] = max_rel_diff(oc.grads.dalpha, fd_gradient(oc.prob.alpha, loss));
+  err["g"] = max_rel_diff(oc.grads.dg, fd_gradient(oc.prob.g, loss));
+  err["f"] = max_rel_diff(oc.grads.df, fd_gradient(oc.prob.f, loss));
+  err["H0"] = max_rel_diff(oc.grads.dh0, fd_states_symmetric(2 * 4, 6, oc.prob.h0, loss, 1e-5));
+  err["S0"] = max_rel_diff(oc.grads.ds0, fd_gradient(oc.prob.s0, loss));
   report("driver: GQA 4/2, B=2, bp_lambda=on", err);
 
   // The chunked schedule through the driver gives the same gradients.
-  const Vec dk_seq = oc.dk, dg_seq = oc.dg, dh0_seq = oc.dh0;
+  const Vec dk_seq = oc.grads.dk, dg_seq = oc.grads.dg, dh0_seq = oc.grads.dh0;
   ref.schedule = gka::reference::Schedule::kChunked;
   REQUIRE(oc.backward(ref, true).ok());
-  CHECK(max_rel_diff(oc.dk, dk_seq) < kScheduleTol);
-  CHECK(max_rel_diff(oc.dg, dg_seq) < kScheduleTol);
-  CHECK(max_rel_diff(oc.dh0, dh0_seq) < kScheduleTol);
+  CHECK(max_rel_diff(oc.grads.dk, dk_seq) < kScheduleTol);
+  CHECK(max_rel_diff(oc.grads.dg, dg_seq) < kScheduleTol);
+  CHECK(max_rel_diff(oc.grads.dh0, dh0_seq) < kScheduleTol);
 }
 
 TEST_CASE("backward driver FD: fused L2 norm and beta, varlen", "[cpu][reference][backward]") {
-  gka_test::ProblemSpec spec;
-  spec.B = 1;
-  spec.T = 13;
-  spec.Hq = 4;
-  spec.Hkv = 2;
-  spec.D = 6;
+  gka_test::ProblemSpec spec = gka_test::problem_spec(1, 13, 4, 2, 6);  // B, T, Hq, Hkv, D
   spec.cu_seqlens = {0, 5, 13};
   spec.h0 = spec.s0 = true;
   OperatorCase oc(spec, /*fused=*/true, 42);
@@ -555,22 +511,17 @@ TEST_CASE("backward driver FD: fused L2 norm and beta, varlen", "[cpu][reference
   REQUIRE(oc.backward(ref, true).ok());
   auto loss = [&]() { return oc.loss(ref); };
   std::map<std::string, double> err;
-  err["raw q"] = max_rel_diff(oc.dq, fd_gradient(oc.q(), loss));
-  err["raw k"] = max_rel_diff(oc.dk, fd_gradient(oc.k(), loss));
-  err["raw v"] = max_rel_diff(oc.dv, fd_gradient(oc.v(), loss));
-  err["beta"] = max_rel_diff(oc.dbeta, fd_gradient(oc.prob.beta, loss));
-  err["g (f = g)"] = max_rel_diff(oc.dg, fd_gradient(oc.prob.g, loss));
+  err["raw q"] = max_rel_diff(oc.grads.dq, fd_gradient(oc.q(), loss));
+  err["raw k"] = max_rel_diff(oc.grads.dk, fd_gradient(oc.k(), loss));
+  err["raw v"] = max_rel_diff(oc.grads.dv, fd_gradient(oc.v(), loss));
+  err["beta"] = max_rel_diff(oc.grads.dbeta, fd_gradient(oc.prob.beta, loss));
+  err["g (f = g)"] = max_rel_diff(oc.grads.dg, fd_gradient(oc.prob.g, loss));
   report("driver: fused l2norm+beta, varlen", err);
 }
 
 TEST_CASE("backward: the driver also runs in float", "[cpu][reference][backward]") {
   // Real = float computes the same gradients to float accuracy (kappa(A) <= 51 amplifies ~1e-7).
-  gka_test::ProblemSpec spec;
-  spec.B = 1;
-  spec.T = 21;
-  spec.Hq = 2;
-  spec.Hkv = 1;
-  spec.D = 8;
+  gka_test::ProblemSpec spec = gka_test::problem_spec(1, 21, 2, 1, 8);  // B, T, Hq, Hkv, D
   spec.separate_f = spec.h0 = spec.s0 = true;
   OperatorCase oc(spec, /*fused=*/true, 43);
   for (auto sched : {gka::reference::Schedule::kSequential, gka::reference::Schedule::kChunked}) {
@@ -579,11 +530,11 @@ TEST_CASE("backward: the driver also runs in float", "[cpu][reference][backward]
     REQUIRE(oc.backward<double>(ref, true).ok());
     const OperatorCase want = oc;
     REQUIRE(oc.backward<float>(ref, true).ok());
-    CHECK(gka_test::rel_error(oc.dq, want.dq) < 1e-4);
-    CHECK(gka_test::rel_error(oc.dk, want.dk) < 1e-4);
-    CHECK(gka_test::rel_error(oc.dv, want.dv) < 1e-4);
-    CHECK(gka_test::rel_error(oc.dbeta, want.dbeta) < 1e-4);
-    CHECK(gka_test::rel_error(oc.df, want.df) < 1e-4);
-    CHECK(gka_test::rel_error(oc.dh0, want.dh0) < 1e-4);
+    CHECK(gka_test::rel_error(oc.grads.dq, want.grads.dq) < 1e-4);
+    CHECK(gka_test::rel_error(oc.grads.dk, want.grads.dk) < 1e-4);
+    CHECK(gka_test::rel_error(oc.grads.dv, want.grads.dv) < 1e-4);
+    CHECK(gka_test::rel_error(oc.grads.dbeta, want.grads.dbeta) < 1e-4);
+    CHECK(gka_test::rel_error(oc.grads.df, want.grads.df) < 1e-4);
+    CHECK(gka_test::rel_error(oc.grads.dh0, want.grads.dh0) < 1e-4);
   }
 }

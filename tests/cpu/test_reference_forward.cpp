@@ -110,10 +110,7 @@ TEST_CASE("reference: chunked forward equals the sequential forward", "[cpu][ref
                           {7, 16, 64}, {64, 32, 64}, {150, 16, 64}, {37, 8, 4}};
   double worst = 0;
   for (const Shape& s : shapes) {
-    ProblemSpec spec;
-    spec.B = 2;
-    spec.T = s.T;
-    spec.D = s.D;
+    ProblemSpec spec = gka_test::problem_spec(2, s.T, 2, 2, s.D);  // B, T, Hq, Hkv, D
     spec.separate_f = s.T % 2 == 0;
     spec.h0 = spec.s0 = true;
     const HostProblem p = gka_test::random_problem(spec, 100 + s.T + s.chunk);
@@ -133,11 +130,7 @@ TEST_CASE("reference: Chebyshev error is within the A-norm bound 1/T_{r+1}(1/rho
     double ratio;
   };
   for (const Setting st : {Setting{30, 0.02}, Setting{5, 0.02}, Setting{5, 0.1}}) {
-    ProblemSpec spec;
-    spec.B = 1;
-    spec.T = 80;
-    spec.Hq = spec.Hkv = 2;
-    spec.D = 16;
+    ProblemSpec spec = gka_test::problem_spec(1, 80, 2, 2, 16);  // B, T, Hq, Hkv, D
     spec.h0 = spec.s0 = true;
     const HostProblem p = gka_test::random_problem(spec, 7 + st.r);
     ref::ReferenceOptions exact;
@@ -185,12 +178,7 @@ TEST_CASE("reference: Chebyshev error is within the A-norm bound 1/T_{r+1}(1/rho
 
 TEST_CASE("reference: varlen equals separate runs per sequence", "[cpu][reference]") {
   const std::vector<int64_t> cu = {0, 5, 5, 69, 100};  // includes an empty sequence
-  ProblemSpec spec;
-  spec.B = 1;
-  spec.T = cu.back();
-  spec.Hq = 4;
-  spec.Hkv = 2;
-  spec.D = 16;
+  ProblemSpec spec = gka_test::problem_spec(1, cu.back(), 4, 2, 16);  // B, T, Hq, Hkv, D
   spec.cu_seqlens = cu;
   spec.separate_f = true;
   spec.h0 = spec.s0 = true;
@@ -236,12 +224,7 @@ TEST_CASE("reference: varlen equals separate runs per sequence", "[cpu][referenc
 }
 
 TEST_CASE("reference: GQA equals explicitly repeated kv heads", "[cpu][reference]") {
-  ProblemSpec spec;
-  spec.B = 2;
-  spec.T = 33;
-  spec.Hq = 6;
-  spec.Hkv = 2;
-  spec.D = 8;
+  ProblemSpec spec = gka_test::problem_spec(2, 33, 6, 2, 8);  // B, T, Hq, Hkv, D
   spec.h0 = true;
   const HostProblem gqa = gka_test::random_problem(spec, 21);
   HostProblem full = gqa;
@@ -269,10 +252,7 @@ TEST_CASE("reference: GQA equals explicitly repeated kv heads", "[cpu][reference
 TEST_CASE("reference: extreme gates g = 0, g = -1e4 and mixed give finite outputs", "[cpu][reference]") {
   const char* names[] = {"g = 0", "g = -1e4", "mixed 0 / -1e4 / realistic, separate f"};
   for (int mode = 0; mode < 3; ++mode) {
-    ProblemSpec spec;
-    spec.B = 1;
-    spec.T = 100;
-    spec.D = 16;
+    ProblemSpec spec = gka_test::problem_spec(1, 100, 2, 2, 16);  // B, T, Hq, Hkv, D
     spec.separate_f = mode == 2;
     spec.h0 = spec.s0 = true;
     HostProblem p = gka_test::random_problem(spec, 31);
@@ -304,10 +284,7 @@ TEST_CASE("reference: the exact solve with the chunked schedule is refused, not 
 }
 
 TEST_CASE("reference: r = 0 gives x = q and H still advances", "[cpu][reference]") {
-  ProblemSpec spec;
-  spec.B = 2;
-  spec.T = 40;
-  spec.D = 16;
+  ProblemSpec spec = gka_test::problem_spec(2, 40, 2, 2, 16);  // B, T, Hq, Hkv, D
   spec.separate_f = true;
   spec.h0 = spec.s0 = true;
   const HostProblem p = gka_test::random_problem(spec, 41);
@@ -324,12 +301,7 @@ TEST_CASE("reference: r = 0 gives x = q and H still advances", "[cpu][reference]
 }
 
 TEST_CASE("reference: nu = 0 guard gives x = 0 and no NaN", "[cpu][reference]") {
-  ProblemSpec spec;
-  spec.B = 2;
-  spec.T = 21;
-  spec.Hq = 2;
-  spec.Hkv = 1;
-  spec.D = 16;
+  ProblemSpec spec = gka_test::problem_spec(2, 21, 2, 1, 16);  // B, T, Hq, Hkv, D
   HostProblem p = gka_test::random_problem(spec, 51);  // no h0: H starts at 0
   const int64_t zero_tokens = 5, D = spec.D;
   for (int64_t t = 0; t < zero_tokens; ++t)
@@ -347,12 +319,7 @@ TEST_CASE("reference: nu = 0 guard gives x = 0 and no NaN", "[cpu][reference]") 
 }
 
 TEST_CASE("reference: fused L2 norm and beta equal pre-processed inputs", "[cpu][reference]") {
-  ProblemSpec spec;
-  spec.B = 2;
-  spec.T = 30;
-  spec.Hq = 4;
-  spec.Hkv = 2;
-  spec.D = 16;
+  ProblemSpec spec = gka_test::problem_spec(2, 30, 4, 2, 16);  // B, T, Hq, Hkv, D
   spec.h0 = true;
   HostProblem p = gka_test::random_problem(spec, 61);
   // A beta that differs inside each kv group, so every query head scales its own copy of k, v.
@@ -402,12 +369,7 @@ TEST_CASE("reference: fused L2 norm and beta equal pre-processed inputs", "[cpu]
 }
 
 TEST_CASE("reference: fused input transforms backward matches finite differences", "[cpu][reference]") {
-  ProblemSpec spec;
-  spec.B = 1;
-  spec.T = 3;
-  spec.Hq = 2;
-  spec.Hkv = 1;
-  spec.D = 5;
+  ProblemSpec spec = gka_test::problem_spec(1, 3, 2, 1, 5);  // B, T, Hq, Hkv, D
   HostProblem p = gka_test::random_problem(spec, 71);
   p.q = p.raw_q;
   p.k = p.raw_k;
@@ -452,12 +414,7 @@ TEST_CASE("reference: fused input transforms backward matches finite differences
 }
 
 TEST_CASE("reference: strided inputs and outputs equal contiguous ones", "[cpu][reference]") {
-  ProblemSpec spec;
-  spec.B = 2;
-  spec.T = 19;
-  spec.Hq = 4;
-  spec.Hkv = 2;
-  spec.D = 8;
+  ProblemSpec spec = gka_test::problem_spec(2, 19, 4, 2, 8);  // B, T, Hq, Hkv, D
   spec.separate_f = true;
   spec.h0 = spec.s0 = true;
   const HostProblem p = gka_test::random_problem(spec, 81);
@@ -530,12 +487,7 @@ TEST_CASE("reference: strided inputs and outputs equal contiguous ones", "[cpu][
 }
 
 TEST_CASE("reference: bf16, fp16 and fp32 inputs load and outputs store correctly", "[cpu][reference]") {
-  ProblemSpec spec;
-  spec.B = 1;
-  spec.T = 24;
-  spec.Hq = 2;
-  spec.Hkv = 2;
-  spec.D = 8;
+  ProblemSpec spec = gka_test::problem_spec(1, 24, 2, 2, 8);  // B, T, Hq, Hkv, D
   spec.h0 = spec.s0 = true;
   const HostProblem p = gka_test::random_problem(spec, 91);
   const int64_t T = spec.T, H = spec.Hq, D = spec.D;
@@ -591,12 +543,7 @@ TEST_CASE("reference: bf16, fp16 and fp32 inputs load and outputs store correctl
 }
 
 TEST_CASE("reference: decode continues a forward through the state pool", "[cpu][reference]") {
-  ProblemSpec spec;
-  spec.B = 3;
-  spec.T = 23;
-  spec.Hq = 4;
-  spec.Hkv = 2;
-  spec.D = 8;
+  ProblemSpec spec = gka_test::problem_spec(3, 23, 4, 2, 8);  // B, T, Hq, Hkv, D
   spec.separate_f = true;
   spec.h0 = spec.s0 = true;
   const int64_t m = 3, prefix = spec.T - m, B = spec.B, Hq = spec.Hq, D = spec.D, DD = D * D;

@@ -14,6 +14,9 @@
 #include <cmath>
 #include <vector>
 
+#include "gka/backward/mix_adjoint.h"
+#include "gka/backward/ridge_adjoint.h"
+#include "gka/backward/state_adjoint.h"
 #include "gka/config.h"
 #include "gka/reference/head_forward.h"
 
@@ -44,13 +47,6 @@ struct HeadGrads {
 
 namespace detail {
 
-template <class Real>
-inline Real frobenius_dot(int D, const Real* A, const Real* B) {
-  Real s = 0;
-  for (int i = 0; i < D * D; ++i) s += A[i] * B[i];
-  return s;
-}
-
 // States after every token of [t0, t1), recomputed from the state before t0; out[0] = before t0.
 // H and S share the loop; both are cheap next to the solves.
 template <class Real>
@@ -63,14 +59,11 @@ inline void recompute_block(const HeadInputs<Real>& in, int t0, int t1, const Re
   std::copy(S_before, S_before + DD, Ss.begin());
   for (int t = t0; t < t1; ++t) {
     const Real *k = in.k + t * D, *v = in.v + t * D;
-    const Real eh = std::exp(in.gate_f(t)), es = std::exp(in.gate_g(t));
-    const Real *Hp = &Hs[(t - t0) * DD], *Sp = &Ss[(t - t0) * DD];
     Real *Hn = &Hs[(t - t0 + 1) * DD], *Sn = &Ss[(t - t0 + 1) * DD];
-    for (int i = 0; i < D; ++i)
-      for (int j = 0; j < D; ++j) {
-        Hn[i * D + j] = eh * Hp[i * D + j] + k[i] * k[j];
-        Sn[i * D + j] = es * Sp[i * D + j] + k[i] * v[j];
-      }
+    std::copy(Hn - DD, Hn, Hn);
+    std::copy(Sn - DD, Sn, Sn);
+    decayed_rank1_update(D, std::exp(in.gate_f(t)), k, k, Hn);
+    decayed_rank1_update(D, std::exp(in.gate_g(t)), k, v, Sn);
   }
 }
 
@@ -81,7 +74,7 @@ inline void recompute_block(const HeadInputs<Real>& in, int t0, int t1, const Re
 template <class Real>
 inline void solve_adjoint_token(int D, const Real* H, Real nu, const SolverParams& p,
                                 const Real* dx, Real* z) {
-  if (p.num_iter == 0 || !(nu > Real(0))) {
+  if (!backward::has_solve_adjoint(p.num_iter, nu)) {
     for (int i = 0; i < D; ++i) z[i] = 0;
     return;
   }
@@ -114,12 +107,8 @@ inline HeadGrads<Real> backward_sequential(const HeadInputs<Real>& in, const Hea
         std::copy(S.begin(), S.end(), S_ckpt.begin() + (t / kBlock) * DD);
       }
       const Real *k = in.k + t * D, *v = in.v + t * D;
-      const Real eh = std::exp(in.gate_f(t)), es = std::exp(in.gate_g(t));
-      for (int i = 0; i < D; ++i)
-        for (int j = 0; j < D; ++j) {
-          H[i * D + j] = eh * H[i * D + j] + k[i] * k[j];
-          S[i * D + j] = es * S[i * D + j] + k[i] * v[j];
-        }
+      decayed_rank1_update(D, std::exp(in.gate_f(t)), k, k, H.data());
+      decayed_rank1_update(D, std::exp(in.gate_g(t)), k, v, S.data());
       nu[t] = gin.nu ? gin.nu[t] : frobenius_norm(H);
       if (gin.x)
         std::copy(gin.x + t * D, gin.x + (t + 1) * D, x.begin() + t * D);
@@ -144,7 +133,7 @@ inline HeadGrads<Real> backward_sequential(const HeadInputs<Real>& in, const Hea
       const Real alpha = in.mix(t);
 
       // GLA adjoint (spec 4.2).
-      for (int i = 0; i < D; ++i) qmix[i] = q[i] + alpha * (xt[i] - q[i]);
+      backward::mix_query_row(D, alpha, q, xt, qmix.data());
       for (int i = 0; i < D; ++i) {
         Real acc = 0;
         for (int j = 0; j < D; ++j) acc += S[i * D + j] * d_o[j];
@@ -161,31 +150,22 @@ inline HeadGrads<Real> backward_sequential(const HeadInputs<Real>& in, const Hea
         g.dk[t * D + i] = dk_i;
         g.dv[t * D + i] = dv_i;
       }
-      const Real es = std::exp(in.gate_g(t));
-      g.dg[t] = es * detail::frobenius_dot(D, Shat.data(), S_prev);
-      for (int i = 0; i < DD; ++i) carry_s[i] = es * Shat[i];
+      g.dg[t] = backward::decayed_state_adjoint_step(D, std::exp(in.gate_g(t)), Shat.data(), S_prev, carry_s.data());
 
       // alpha-mix adjoint (spec 4.3).
-      Real da = 0;
-      for (int i = 0; i < D; ++i) {
-        da += dqmix[i] * (xt[i] - q[i]);
-        dx[i] = alpha * dqmix[i];
-        g.dq[t * D + i] = (Real(1) - alpha) * dqmix[i];
-      }
-      // num_iter = 0: x = q, so dx flows straight into dq and q~ = q makes dalpha exactly 0.
-      g.dalpha[t] = p.num_iter == 0 ? Real(0) : da;
+      g.dalpha[t] = backward::mix_adjoint_row(D, alpha, dqmix.data(), q, xt, p.num_iter, dx.data(), &g.dq[t * D]);
 
       // Solve adjoint (spec 4.4).
       Real* z = g.z.data() + t * D;
       solve_adjoint_token(D, H, nu[t], p, dx.data(), z);
-      for (int i = 0; i < D; ++i) g.dq[t * D + i] += p.num_iter == 0 ? dx[i] : z[i];
+      for (int i = 0; i < D; ++i) g.dq[t * D + i] += backward::solve_query_grad(p.num_iter, dx[i], z[i]);
 
       // Covariance adjoint (spec 4.5): Phi_t = Psi_t + carry_h.
       Real lam_coef = 0;  // u_t / nu_t
-      if (bp_lambda && nu[t] > Real(0)) {
+      if (bp_lambda) {
         Real zx = 0;
         for (int i = 0; i < D; ++i) zx += z[i] * xt[i];
-        lam_coef = a * zx / nu[t];
+        lam_coef = backward::ridge_adjoint(a, zx, nu[t]).u_over_nu();
       }
       for (int i = 0; i < D; ++i)
         for (int j = 0; j < D; ++j)
@@ -196,16 +176,14 @@ inline HeadGrads<Real> backward_sequential(const HeadInputs<Real>& in, const Hea
         g.dk_h[t * D + i] = acc;
         g.dk[t * D + i] += acc;
       }
-      const Real eh = std::exp(in.gate_f(t));
-      g.df[t] = eh * detail::frobenius_dot(D, Phi.data(), H_prev);
-      for (int i = 0; i < DD; ++i) carry_h[i] = eh * Phi[i];
+      g.df[t] = backward::decayed_state_adjoint_step(D, std::exp(in.gate_f(t)), Phi.data(), H_prev, carry_h.data());
     }
   }
 
   g.ds0 = carry_s;
   g.dh0.assign(DD, Real(0));
   for (int i = 0; i < D; ++i)
-    for (int j = 0; j < D; ++j) g.dh0[i * D + j] = Real(0.5) * (carry_h[i * D + j] + carry_h[j * D + i]);
+    for (int j = 0; j < D; ++j) g.dh0[i * D + j] = backward::symmetric_part(carry_h[i * D + j], carry_h[j * D + i]);
   if (!in.f)  // f = g: one gate, report the total in dg
     for (int t = 0; t < T; ++t) g.dg[t] += g.df[t];
   return g;

@@ -15,7 +15,11 @@
 #include <cmath>
 #include <vector>
 
+#include "gka/backward/mix_adjoint.h"
+#include "gka/backward/ridge_adjoint.h"
+#include "gka/backward/state_adjoint.h"
 #include "gka/config.h"
+#include "gka/gating/chunk_cumsum.h"
 #include "gka/reference/head_backward.h"
 #include "gka/reference/head_chunked.h"
 #include "gka/reference/head_forward.h"
@@ -29,9 +33,11 @@ template <class Real>
 struct Chunk {
   int t0 = 0, len = 0;
   std::vector<Real> F;  // [len]
-  Real end() const { return F[len - 1]; }                    // F_{C'}
-  Real mask(int j, int i) const { return i <= j ? std::exp(F[j] - F[i]) : Real(0); }  // L_ji
-  Real to_end(int i) const { return std::exp(F[len - 1] - F[i]); }
+  Real end() const { return F[len - 1]; }                                     // F_{C'}
+  Real gamma(int j) const { return gating::decay_from_start(F[j]); }          // Gamma_j
+  Real end_decay() const { return gating::decay_from_start(end()); }          // e^{F_{C'}}
+  Real mask(int j, int i) const { return gating::decay_mask(F.data(), j, i); }  // L_ji
+  Real to_end(int i) const { return gating::decay_to_end(F.data(), len, i); }
 };
 
 // Splits T tokens into chunks of C and takes the chunk-local cumsums of gate(t).
@@ -43,8 +49,7 @@ inline std::vector<Chunk<Real>> make_chunks(int T, int C, Gate gate) {
     c.t0 = t0;
     c.len = std::min(C, T - t0);
     c.F.resize(c.len);
-    Real acc = 0;
-    for (int j = 0; j < c.len; ++j) c.F[j] = acc += gate(t0 + j);
+    gating::chunk_local_cumsum(gate, t0, c.len, c.F.data());
     chunks.push_back(c);
   }
   return chunks;
@@ -78,15 +83,8 @@ inline std::vector<std::vector<Real>> scan_states(int D, const std::vector<Chunk
   if (init) states[0].assign(init, init + DD);
   for (size_t n = 0; n < chunks.size(); ++n) {
     const Chunk<Real>& c = chunks[n];
-    const Real decay = std::exp(c.end());
-    for (int e = 0; e < DD; ++e) states[n + 1][e] = decay * states[n][e];
-    for (int i = 0; i < c.len; ++i) {
-      const Real* k = K + (c.t0 + i) * D;
-      const Real* v = V + (c.t0 + i) * D;
-      const Real w = c.to_end(i);
-      for (int a = 0; a < D; ++a)
-        for (int b = 0; b < D; ++b) states[n + 1][a * D + b] += w * k[a] * v[b];
-    }
+    states[n + 1] = states[n];
+    chunked::advance_state(states[n + 1], K + c.t0 * D, V + c.t0 * D, c.F, c.len, D);
   }
   return states;
 }
@@ -109,7 +107,7 @@ inline std::vector<Real> solve_adjoint_chunked(int T, int D, const std::vector<C
                                                const std::vector<std::vector<Real>>& Hbar, const Real* nu,
                                                const Real* dX, const SolverParams& p) {
   std::vector<Real> Z(static_cast<size_t>(T) * D, Real(0));
-  if (p.num_iter == 0) return Z;
+  if (p.num_iter == 0) return Z;  // no row has a solve adjoint
   for (size_t n = 0; n < chunks.size(); ++n) {
     const Chunk<Real>& c = chunks[n];
     const int len = c.len;
@@ -118,7 +116,7 @@ inline std::vector<Real> solve_adjoint_chunked(int T, int D, const std::vector<C
     if (p.method == SolveMethod::kExact) {
       std::vector<Real> Hj(D * D);
       for (int j = 0; j < len; ++j) {  // H_j = Gamma_j Hbar + sum_{i<=j} L_ji k_i k_i^T
-        for (int e = 0; e < D * D; ++e) Hj[e] = std::exp(c.F[j]) * Hbar[n][e];
+        for (int e = 0; e < D * D; ++e) Hj[e] = c.gamma(j) * Hbar[n][e];
         for (int i = 0; i <= j; ++i) {
           const Real* k = K + (c.t0 + i) * D;
           for (int a = 0; a < D; ++a)
@@ -132,7 +130,7 @@ inline std::vector<Real> solve_adjoint_chunked(int T, int D, const std::vector<C
                                    chunked::decay_mask(c.F), nu_c, p, len, D);
     }
     for (int j = 0; j < len; ++j)
-      if (nu_c[j] > Real(0)) std::copy(&Zc[j * D], &Zc[(j + 1) * D], &Z[(c.t0 + j) * D]);
+      if (backward::has_solve_adjoint(p.num_iter, nu_c[j])) std::copy(&Zc[j * D], &Zc[(j + 1) * D], &Z[(c.t0 + j) * D]);
   }
   return Z;
 }
@@ -162,10 +160,10 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
     for (int e = 0; e < DD; ++e) R[N][e] = -d_ht[e];
   for (int n = N - 1; n >= 0; --n) {
     const Chunk<Real>& c = chunks[n];
-    const Real decay = std::exp(c.end());
+    const Real decay = c.end_decay();
     for (int e = 0; e < DD; ++e) R[n][e] = decay * R[n + 1][e];
     for (int j = 0; j < c.len; ++j) {
-      const Real *z = Z + (c.t0 + j) * D, *x = X + (c.t0 + j) * D, gamma = std::exp(c.F[j]);
+      const Real *z = Z + (c.t0 + j) * D, *x = X + (c.t0 + j) * D, gamma = c.gamma(j);
       for (int a = 0; a < D; ++a)
         for (int b = 0; b < D; ++b) R[n][a * D + b] += gamma * z[a] * x[b];
     }
@@ -186,11 +184,9 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
     std::vector<Real> w(len, Real(0)), u_nu(len, Real(0));  // w_j = 2 u_j / nu_j, u_j nu_j
     if (bp_lambda)
       for (int j = 0; j < len; ++j) {
-        const Real nu_j = nu[c.t0 + j];
-        if (!(nu_j > Real(0))) continue;
-        const Real u = ratio * dot(D, z(j), x(j));
-        w[j] = Real(2) * u / nu_j;
-        u_nu[j] = u * nu_j;
+        const backward::RidgeAdjoint<Real> r = backward::ridge_adjoint(ratio, dot(D, z(j), x(j)), nu[c.t0 + j]);
+        w[j] = r.w;
+        u_nu[j] = r.u_nu;
       }
     std::vector<Real> kappa(len * D);
     for (int i = 0; i < len; ++i)
@@ -203,7 +199,7 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
         Qp[i * len + j] = dot(D, k(i), z(j));
         P[i * len + j] = dot(D, k(i), x(j)) * U(i, j);
         Y[i * len + j] = P[i * len + j] * Qp[i * len + j];
-        b[i] += U(i, j) * std::exp(c.F[j]) * w[j];
+        b[i] += U(i, j) * c.gamma(j) * w[j];
       }
     for (int i = 0; i < len; ++i)
       for (int l = 0; l < len; ++l)
@@ -232,7 +228,7 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
       Real dF = 0;
       for (int l = 0; l < len; ++l) dF += Y[l * len + i] - Y[i * len + l];
       matvec(D, Hb.data(), x(i), tmp.data());
-      dF += std::exp(c.F[i]) * dot(D, z(i), tmp.data());
+      dF += c.gamma(i) * dot(D, z(i), tmp.data());
       matvec(D, Rn.data(), k(i), tmp.data());
       dF -= dot(D, &kappa[i * D], tmp.data());
       dF += u_nu[i] - Real(0.5) * dot(D, k(i), lam_part.data());
@@ -240,7 +236,7 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
     }
     // At the chunk end: <R, Hbar_{n+1}> = sum_i kappa_i^T R k_i + e^{F_C'} <R, Hbar_n>.
     {
-      Real end_term = std::exp(c.end()) * dot(DD, Rn.data(), Hb.data());
+      Real end_term = c.end_decay() * dot(DD, Rn.data(), Hb.data());
       for (int i = 0; i < len; ++i) {
         matvec(D, Rn.data(), k(i), tmp.data());
         end_term += dot(D, &kappa[i * D], tmp.data());
@@ -272,7 +268,7 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
         dF_pre[c.t0 + i] -= Real(0.5) * kappa_scale * dot(D, k, tmp.data());
       }
       dF_pre[c.t0 + c.len - 1] += Real(0.5) * dot(DD, B.data(), Hbar[n + 1].data());
-      const Real decay = std::exp(c.end());
+      const Real decay = c.end_decay();
       for (int e = 0; e < DD; ++e) B[e] = decay * B[e] + Pi[n][e];
     }
 
@@ -280,16 +276,14 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
   CovarianceGrads<Real> out;
   out.dk_h.resize(dk_pre.size());
   for (size_t e = 0; e < dk_pre.size(); ++e) out.dk_h[e] = -dk_pre[e];
+  for (Real& e : dF_pre) e = -e;
   out.df.assign(T, Real(0));
-  for (const Chunk<Real>& c : chunks) {
-    Real acc = 0;
-    for (int j = c.len - 1; j >= 0; --j) out.df[c.t0 + j] = acc -= dF_pre[c.t0 + j];
-  }
+  for (const Chunk<Real>& c : chunks) gating::chunk_reverse_cumsum(&dF_pre[c.t0], c.len, &out.df[c.t0]);
   // spec 4.7: dH0 = -sym(R-bar_{-1}) - B/2 (lambda term included, unlike the reference).
   out.dh0.assign(DD, Real(0));
   for (int a = 0; a < D; ++a)
     for (int bb = 0; bb < D; ++bb)
-      out.dh0[a * D + bb] = Real(-0.5) * (R[0][a * D + bb] + R[0][bb * D + a]) - Real(0.5) * B[a * D + bb];
+      out.dh0[a * D + bb] = -backward::symmetric_part(R[0][a * D + bb], R[0][bb * D + a]) - Real(0.5) * B[a * D + bb];
   return out;
 }
 
@@ -316,10 +310,10 @@ inline GlaGrads<Real> gla_adjoint_chunked(int T, int D, const std::vector<Chunk<
   if (d_st) Send[N].assign(d_st, d_st + DD);
   for (int n = N - 1; n >= 0; --n) {
     const Chunk<Real>& c = chunks[n];
-    const Real decay = std::exp(c.end());
+    const Real decay = c.end_decay();
     for (int e = 0; e < DD; ++e) Send[n][e] = decay * Send[n + 1][e];
     for (int j = 0; j < c.len; ++j) {
-      const Real *q = Qmix + (c.t0 + j) * D, *d_o = dO + (c.t0 + j) * D, w = scale * std::exp(c.F[j]);
+      const Real *q = Qmix + (c.t0 + j) * D, *d_o = dO + (c.t0 + j) * D, w = scale * c.gamma(j);
       for (int a = 0; a < D; ++a)
         for (int b = 0; b < D; ++b) Send[n][a * D + b] += w * q[a] * d_o[b];
     }
@@ -342,7 +336,7 @@ inline GlaGrads<Real> gla_adjoint_chunked(int T, int D, const std::vector<Chunk<
       Real* dk = &out.dk[(c.t0 + j) * D];
       Real* dv = &out.dv[(c.t0 + j) * D];
       matvec(D, Sbar[n].data(), row(dO, j), tmp.data());
-      for (int a = 0; a < D; ++a) dq[a] = scale * std::exp(c.F[j]) * tmp[a];
+      for (int a = 0; a < D; ++a) dq[a] = scale * c.gamma(j) * tmp[a];
       matvec(D, Send[n + 1].data(), row(V, j), tmp.data());
       for (int a = 0; a < D; ++a) dk[a] = c.to_end(j) * tmp[a];
       matvec(D, Send[n + 1].data(), row(K, j), tmp.data(), /*transpose=*/true);
@@ -363,8 +357,7 @@ inline GlaGrads<Real> gla_adjoint_chunked(int T, int D, const std::vector<Chunk<
     // Step 4 (inter part) at the chunk's last position: <Send_n, Sbar_{n+1}>.
     dG[c.t0 + len - 1] += dot(DD, Send[n + 1].data(), Sbar[n + 1].data());
     // Step 5: chunk-local reverse cumsum.
-    Real acc = 0;
-    for (int j = len - 1; j >= 0; --j) out.dg[c.t0 + j] = acc += dG[c.t0 + j];
+    gating::chunk_reverse_cumsum(&dG[c.t0], len, &out.dg[c.t0]);
   }
   out.ds0 = Send[0];
   return out;
@@ -386,8 +379,7 @@ inline HeadGrads<Real> backward_chunked(const HeadInputs<Real>& in, const HeadGr
   const auto chunks_s = make_chunks<Real>(T, C, [&](int t) { return in.gate_g(t); });
 
   std::vector<Real> Qmix(static_cast<size_t>(T) * D);
-  for (int t = 0; t < T; ++t)
-    for (int a = 0; a < D; ++a) Qmix[t * D + a] = in.q[t * D + a] + in.mix(t) * (X[t * D + a] - in.q[t * D + a]);
+  for (int t = 0; t < T; ++t) backward::mix_query_row(D, in.mix(t), in.q + t * D, X + t * D, &Qmix[t * D]);
   GlaGrads<Real> gla = gla_adjoint_chunked(T, D, chunks_s, Qmix.data(), in.k, in.v, in.s0, gin.d_o, gin.d_st,
                                            Real(p.scale));
 
@@ -396,21 +388,14 @@ inline HeadGrads<Real> backward_chunked(const HeadInputs<Real>& in, const HeadGr
   g.dq.assign(static_cast<size_t>(T) * D, Real(0));
   g.dalpha.assign(T, Real(0));
   std::vector<Real> dX(static_cast<size_t>(T) * D);
-  for (int t = 0; t < T; ++t) {
-    Real da = 0;
-    for (int a = 0; a < D; ++a) {
-      const Real dqm = gla.dqmix[t * D + a];
-      da += dqm * (X[t * D + a] - in.q[t * D + a]);
-      dX[t * D + a] = in.mix(t) * dqm;
-      g.dq[t * D + a] = (Real(1) - in.mix(t)) * dqm;
-    }
-    g.dalpha[t] = p.num_iter == 0 ? Real(0) : da;
-  }
+  for (int t = 0; t < T; ++t)
+    g.dalpha[t] = backward::mix_adjoint_row(D, in.mix(t), &gla.dqmix[t * D], in.q + t * D, X + t * D, p.num_iter,
+                                            &dX[t * D], &g.dq[t * D]);
 
   // Pass A, Pass B, Passes C-F.
   const auto Hbar = covariance_chunk_states(D, chunks_h, in.k, in.h0);
   g.z = solve_adjoint_chunked(T, D, chunks_h, in.k, Hbar, nu, dX.data(), p);
-  for (size_t e = 0; e < g.dq.size(); ++e) g.dq[e] += p.num_iter == 0 ? dX[e] : g.z[e];
+  for (size_t e = 0; e < g.dq.size(); ++e) g.dq[e] += backward::solve_query_grad(p.num_iter, dX[e], g.z[e]);
   CovarianceGrads<Real> cov = covariance_adjoint_chunked(T, D, chunks_h, in.k, Hbar, X, g.z.data(), nu,
                                                          Real(p.ratio), bp_lambda, gin.d_ht);
 

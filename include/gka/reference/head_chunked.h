@@ -18,7 +18,9 @@
 #include <cstddef>
 #include <vector>
 
+#include "gka/backward/mix_adjoint.h"
 #include "gka/config.h"
+#include "gka/gating/chunk_cumsum.h"
 #include "gka/reference/head_forward.h"
 #include "gka/solver/chebyshev_schedule.h"
 
@@ -34,8 +36,7 @@ inline const Real* rows(const Real* a, int begin, int width) { return a + static
 template <class Real, class Gate>
 inline std::vector<Real> local_cumsum(Gate gate, int begin, int len) {
   std::vector<Real> F(len);
-  Real acc = 0;
-  for (int j = 0; j < len; ++j) F[j] = acc += gate(begin + j);
+  gating::chunk_local_cumsum(gate, begin, len, F.data());
   return F;
 }
 
@@ -45,7 +46,7 @@ inline std::vector<Real> decay_mask(const std::vector<Real>& F) {
   const int n = static_cast<int>(F.size());
   std::vector<Real> L(static_cast<size_t>(n) * n, Real(0));
   for (int j = 0; j < n; ++j)
-    for (int i = 0; i <= j; ++i) L[j * n + i] = std::exp(F[j] - F[i]);
+    for (int i = 0; i <= j; ++i) L[j * n + i] = gating::decay_mask(F.data(), j, i);
   return L;
 }
 
@@ -53,7 +54,7 @@ inline std::vector<Real> decay_mask(const std::vector<Real>& F) {
 template <class Real>
 inline std::vector<Real> decay_from_start(const std::vector<Real>& F) {
   std::vector<Real> gamma(F.size());
-  for (size_t j = 0; j < F.size(); ++j) gamma[j] = std::exp(F[j]);
+  for (size_t j = 0; j < F.size(); ++j) gamma[j] = gating::decay_from_start(F[j]);
   return gamma;
 }
 
@@ -165,10 +166,10 @@ template <class Real>
 inline void advance_state(std::vector<Real>& M, const Real* K, const Real* R, const std::vector<Real>& F, int len,
                           int D) {
   if (len == 0) return;
-  const Real last = F[len - 1], whole = std::exp(last);
+  const Real whole = gating::decay_from_start(F[len - 1]);
   for (Real& e : M) e *= whole;
   for (int i = 0; i < len; ++i) {
-    const Real w = std::exp(last - F[i]);
+    const Real w = gating::decay_to_end(F.data(), len, i);
     for (int a = 0; a < D; ++a) {
       const Real wk = w * K[i * D + a];
       for (int b = 0; b < D; ++b) M[a * D + b] += wk * R[i * D + b];
@@ -183,7 +184,7 @@ inline void gla_output(const std::vector<Real>& Sbar, const std::vector<Real>& Q
   const std::vector<Real> inter = times_state(Qmix.data(), len, Sbar, D);
   const std::vector<Real> P = row_gram(Qmix.data(), len, K, len, D);
   for (int j = 0; j < len; ++j) {
-    const Real decay = std::exp(G[j]);
+    const Real decay = gating::decay_from_start(G[j]);
     for (int d = 0; d < D; ++d) {
       Real acc = decay * inter[j * D + d];
       for (int i = 0; i <= j; ++i) acc += P[j * len + i] * Lg[j * len + i] * V[i * D + d];
@@ -226,10 +227,7 @@ inline HeadForward<Real> forward_chunked(const HeadInputs<Real>& in, const Solve
 
     // 3.5: Q̃ = Q + diag(α)(X − Q), then the GLA read-out against S̄ and the chunk's own tokens.
     std::vector<Real> Qmix(static_cast<size_t>(len) * D);
-    for (int j = 0; j < len; ++j) {
-      const Real a = in.mix(begin + j);
-      for (int d = 0; d < D; ++d) Qmix[j * D + d] = Q[j * D + d] + a * (X[j * D + d] - Q[j * D + d]);
-    }
+    for (int j = 0; j < len; ++j) backward::mix_query_row(D, in.mix(begin + j), &Q[j * D], &X[j * D], &Qmix[j * D]);
     chunked::gla_output(Sbar, Qmix, K, V, G, Lg, Real(p.scale), len, D, out.o.data() + static_cast<size_t>(begin) * D);
 
     for (int j = 0; j < len; ++j) out.nu[begin + j] = nu[j];

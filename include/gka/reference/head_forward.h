@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "gka/backward/mix_adjoint.h"
 #include "gka/config.h"
 #include "gka/solver/chebyshev_schedule.h"
 
@@ -48,6 +49,14 @@ inline Real frobenius_norm(const std::vector<Real>& M) {
   Real s = 0;
   for (Real e : M) s += e * e;
   return std::sqrt(s);
+}
+
+// M = decay * M + a b^T for a row-major D x D state: one token of the recurrences of spec 2.2
+// (a = b = k for H, a = k and b = v for S).
+template <class Real>
+inline void decayed_rank1_update(int D, Real decay, const Real* a, const Real* b, Real* M) {
+  for (int i = 0; i < D; ++i)
+    for (int j = 0; j < D; ++j) M[i * D + j] = decay * M[i * D + j] + a[i] * b[j];
 }
 
 // y = (H + lambda I) x for a dense row-major D x D matrix H.
@@ -147,18 +156,13 @@ inline HeadForward<Real> forward_sequential(const HeadInputs<Real>& in, const So
     const Real* q = in.q + t * D;
     const Real* k = in.k + t * D;
     const Real* v = in.v + t * D;
-    const Real decay_h = std::exp(in.gate_f(t)), decay_s = std::exp(in.gate_g(t));
-    for (int i = 0; i < D; ++i)
-      for (int j = 0; j < D; ++j) {
-        H[i * D + j] = decay_h * H[i * D + j] + k[i] * k[j];
-        S[i * D + j] = decay_s * S[i * D + j] + k[i] * v[j];
-      }
+    decayed_rank1_update(D, std::exp(in.gate_f(t)), k, k, H.data());
+    decayed_rank1_update(D, std::exp(in.gate_g(t)), k, v, S.data());
     const Real nu = frobenius_norm(H);
     out.nu[t] = nu;
     Real* x = out.x.data() + t * D;
     solve_token(D, H.data(), frozen_nu ? frozen_nu[t] : nu, p, q, x);
-    const Real a = in.mix(t);
-    for (int i = 0; i < D; ++i) qmix[i] = q[i] + a * (x[i] - q[i]);
+    backward::mix_query_row(D, in.mix(t), q, x, qmix.data());
     for (int j = 0; j < D; ++j) {
       Real acc = 0;
       for (int i = 0; i < D; ++i) acc += S[i * D + j] * qmix[i];
