@@ -5,6 +5,8 @@
 // median over repetitions). Inputs are rotated over enough copies (> 2x the 50 MB L2) that a call
 // never finds its inputs in L2 from the previous call. Counters: ms, tokens/s, TFLOP/s by the spec 9
 // count (2.19 MFLOP per token per head) and the fraction of the H200's 790 TFLOP/s bf16 ceiling.
+// scan_ms / solve_ms: mean time of the chunk-state scan and of the fused nu + solve + read-out
+// kernel, from an event recorded between them (gka::detail::ForwardProbe).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -64,8 +66,8 @@ struct Inputs {
   void *q, *k, *v, *alpha, *g, *o;
 };
 
-void BM_forward(benchmark::State& state) {
-  const int64_t T = state.range(0), tokens = 65536, B = tokens / T, H = 16, D = 128;
+void run_forward(benchmark::State& state, int64_t T, int num_iter) {
+  const int64_t tokens = 65536, B = tokens / T, H = 16, D = 128;
   const size_t vec = static_cast<size_t>(B * T * H * D), scal = static_cast<size_t>(B * T * H);
   const size_t bytes_per_set = vec * 2 * 3 + scal * 2 + scal * 4;
   const int sets = static_cast<int>((200ull << 20) / bytes_per_set + 1);  // > 2x L2
@@ -92,7 +94,7 @@ void BM_forward(benchmark::State& state) {
     a.shape.heads_q = H;
     a.shape.heads_kv = H;
     a.shape.head_dim = D;
-    a.options.num_iter = 30;
+    a.options.num_iter = num_iter;
     a.options.chunk_size = 64;
     a.in.q = gka::TokenTensor::contiguous(in[s].q, gka::DType::kBF16, T, H, D);
     a.in.k = gka::TokenTensor::contiguous(in[s].k, gka::DType::kBF16, T, H, D);
@@ -107,9 +109,13 @@ void BM_forward(benchmark::State& state) {
   BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
   cudaStream_t stream;
   BENCH_CUDA(cudaStreamCreate(&stream));
-  cudaEvent_t e0, e1;
+  cudaEvent_t e0, e1, em;
   BENCH_CUDA(cudaEventCreate(&e0));
   BENCH_CUDA(cudaEventCreate(&e1));
+  BENCH_CUDA(cudaEventCreate(&em));
+  gka::detail::ForwardProbe probe;
+  probe.after_scan = em;
+  double scan_ms = 0, solve_ms = 0;
   {
     const gka::Result ci = gka::can_implement(args_for(0), 0);
     if (!ci.ok()) { state.SkipWithError(ci.what().c_str()); return; }
@@ -123,12 +129,15 @@ void BM_forward(benchmark::State& state) {
   for (auto _ : state) {
     const gka::ForwardArgs a = args_for(it++ % sets);
     BENCH_CUDA(cudaEventRecord(e0, stream));
-    const gka::Result r = gka::forward(a, ws, ws_bytes, stream);
+    const gka::Result r = gka::detail::forward_impl(a, ws, ws_bytes, stream, &probe);
     BENCH_CUDA(cudaEventRecord(e1, stream));
     BENCH_CUDA(cudaEventSynchronize(e1));
     if (!r.ok()) { state.SkipWithError(r.what().c_str()); break; }
-    float ms = 0;
+    float ms = 0, ms_scan = 0;
     BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    BENCH_CUDA(cudaEventElapsedTime(&ms_scan, e0, em));
+    scan_ms += ms_scan;
+    solve_ms += ms - ms_scan;
     state.SetIterationTime(ms * 1e-3);
   }
   const double flop = kFlopPerTokenHead * static_cast<double>(tokens) * H;
@@ -136,20 +145,35 @@ void BM_forward(benchmark::State& state) {
   state.counters["TFLOP/s"] = benchmark::Counter(flop * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["frac_790"] = benchmark::Counter(flop * 1e-12 / kCeilingTflops, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["B"] = static_cast<double>(B);
+  const double n_it = it > 0 ? static_cast<double>(it) : 1.0;
+  state.counters["scan_ms"] = scan_ms / n_it;
+  state.counters["solve_ms"] = solve_ms / n_it;
   BENCH_CUDA(cudaStreamDestroy(stream));
   BENCH_CUDA(cudaEventDestroy(e0));
   BENCH_CUDA(cudaEventDestroy(e1));
+  BENCH_CUDA(cudaEventDestroy(em));
   BENCH_CUDA(cudaFree(ws));
   BENCH_CUDA(cudaFree(o));
   for (auto& s : in)
     for (void* p : {s.q, s.k, s.v, s.alpha, s.g}) BENCH_CUDA(cudaFree(p));
 }
 
+void BM_forward(benchmark::State& state) { run_forward(state, state.range(0), 30); }
+
+// The same at T = 2048 with r Chebyshev rounds (second argument): r = 0 times everything but the
+// hot loop, so the difference to r = 30 is the loop's share (its TFLOP/s counter still counts r = 30).
+void BM_forward_iters(benchmark::State& state) { run_forward(state, state.range(0), static_cast<int>(state.range(1))); }
+
 BENCHMARK(BM_forward)
     ->Arg(2048)->Arg(8192)->Arg(32768)
     ->UseManualTime()->Unit(benchmark::kMillisecond)
     ->Iterations(10)->Repetitions(5)->ReportAggregatesOnly(true)
     ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+
+BENCHMARK(BM_forward_iters)
+    ->Args({2048, 0})->Args({2048, 15})
+    ->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(10)->Repetitions(3)->ReportAggregatesOnly(true);
 
 }  // namespace
 

@@ -49,11 +49,13 @@ fi
   grep "^ERR|" "$OUT/tests.log" | sed 's/^ERR| //'
   echo "-- forward, 65,536 tokens x 16 heads, D 128, bf16, r 30 (median of 5 x 10 calls)"
   grep -E "_median" "$OUT/bench.log" | awk '{
-      name=$1; ms=$2; line=$0; tf=""; tok=""; fr="";
+      name=$1; ms=$2; line=$0; tf=""; tok=""; fr=""; sc=""; so="";
       if (match(line, /TFLOP\/s=[0-9.]+[kMG]?\/s/)) tf=substr(line, RSTART+8, RLENGTH-8);
       if (match(line, /tokens\/s=[0-9.]+[kMG]?\/s/)) tok=substr(line, RSTART+9, RLENGTH-9);
       if (match(line, /frac_790=[0-9.]+[munk]?\/s/)) fr=substr(line, RSTART+9, RLENGTH-9);
-      printf "%-34s %8s ms  tokens/s %-10s TFLOP/s %-8s frac-of-790 %s\n", name, ms, tok, tf, fr }'
+      if (match(line, /scan_ms=[0-9.]+[munk]?/)) sc=substr(line, RSTART+8, RLENGTH-8);
+      if (match(line, /solve_ms=[0-9.]+[munk]?/)) so=substr(line, RSTART+9, RLENGTH-9);
+      printf "%-34s %8s ms  tokens/s %-10s TFLOP/s %-8s frac-of-790 %-9s scan %s ms  solve %s ms\n", name, ms, tok, tf, fr, sc, so }'
   echo "bench exit code: $BENCH_RC"
 } | tee "$OUT/summary.txt"
 [ "$TEST_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ]

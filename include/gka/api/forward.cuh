@@ -108,6 +108,14 @@ inline Result launch_solve(const kernels::SolveReadoutParams& p, int64_t chunk_b
 // The split (hi + lo) operand policy: inputs that bf16 cannot hold exactly.
 inline bool split_policy(const ForwardArgs& a) { return a.in.q.dtype != DType::kBF16; }
 
+// Optional events recorded between the forward's kernels (benchmarks' per-kernel breakdown).
+struct ForwardProbe {
+  cudaEvent_t after_scan = nullptr;
+};
+
+inline Result forward_impl(const ForwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                           const ForwardProbe* probe);
+
 }  // namespace detail
 
 inline size_t forward_workspace_size(const ForwardArgs& args) { return detail::forward_layout(args).total; }
@@ -140,6 +148,11 @@ inline Result can_implement(const ForwardArgs& args, int device) {
 }
 
 inline Result forward(const ForwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  return detail::forward_impl(args, workspace, workspace_bytes, stream, nullptr);
+}
+
+inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, size_t workspace_bytes,
+                                   cudaStream_t stream, const ForwardProbe* probe) {
   GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
   if (args.options.chunk_size != detail::kForwardChunk)
     return Result(Status::kErrorNotSupported, "options.chunk_size: the CUDA forward implements C = 64 only (got " +
@@ -221,6 +234,8 @@ inline Result forward(const ForwardArgs& args, void* workspace, size_t workspace
     default: return Result(Status::kErrorUnsupportedDType, "q.dtype");
   }
   GKA_RETURN_IF_ERROR(r);
+  if (probe != nullptr && probe->after_scan != nullptr)
+    GKA_RETURN_IF_ERROR(detail::cuda_result(cudaEventRecord(probe->after_scan, stream), "probe event"));
   if (L.chunk_bound == 0) return Result::success();
 
   kernels::SolveReadoutParams pp;

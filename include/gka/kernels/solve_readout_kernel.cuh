@@ -2,7 +2,10 @@
 // (spec 3.3), the r-step Chebyshev solve on tensor cores (solver/chebyshev_tc.cuh), the alpha-mix
 // and the GLA read-out (spec 3.5). x and nu reach HBM only when the caller asks for them.
 //
-// Grid: (chunk_bound, H_q). Block: 128 threads = 4 warps, warp w owns tokens 16w..16w+15.
+// Grid: (chunk_bound, H_q). Block: 128 threads = 4 warps = one warpgroup, warp w owns tokens
+// 16w..16w+15. Backends (compile time, per arch): in sm_90a device code the bf16 policy runs the hot
+// loop and the read-out products as warpgroup wgmma (tiling/wgmma.cuh); everything else (sm_80, the
+// split policy, nu) uses mma.sync. Both read the same SW128 smem tiles.
 // Policies: kSplit = false (bf16 inputs): bf16 operands, exact for the keys; kSplit = true (fp16 and
 // fp32 inputs, the accuracy path): every B operand and P carried as bf16 hi + lo.
 // The read-out always uses hi/lo splits of q~ and S-bar (q~ is where the read-out cancels).
@@ -15,8 +18,12 @@
 #include "gka/solver/chebyshev_schedule.h"
 #include "gka/solver/chebyshev_tc.cuh"
 #include "gka/solver/nu.cuh"
+#include "gka/solver/readout_wgmma.cuh"
 #include "gka/tiling/chunks.cuh"
+#include "gka/tiling/copy.cuh"
 #include "gka/tiling/mma.cuh"
+#include "gka/tiling/stage.cuh"
+#include "gka/tiling/wgmma.cuh"
 #include "gka/types.h"
 
 GKA_NAMESPACE_BEGIN
@@ -36,7 +43,22 @@ struct SolveReadoutParams {
   TokenTensor o, x, nu;
 };
 
-constexpr int kSolveThreads = 128;
+constexpr int kSolveThreads = 128;  // one warpgroup
+
+// The hot loop runs on wgmma in sm_90a device code for the bf16 policy (GKA_SOLVE_WGMMA=0 forces
+// mma.sync everywhere); the split policy keeps mma.sync (its hi/lo B operands would need 3 wgmma
+// products per round and more smem than 2 CTAs/SM allow).
+#ifndef GKA_SOLVE_WGMMA
+#define GKA_SOLVE_WGMMA 1
+#endif
+#ifndef GKA_READOUT_WGMMA
+#define GKA_READOUT_WGMMA 1  // the read-out products on wgmma too (with GKA_SOLVE_WGMMA)
+#endif
+#if GKA_ARCH_SM90A && GKA_SOLVE_WGMMA
+constexpr bool kSolveWgmma = true;
+#else
+constexpr bool kSolveWgmma = false;
+#endif
 constexpr int kSolveChunk = 64;
 
 template <int D, bool kSplit>
@@ -53,14 +75,20 @@ struct SolveSmem {
   static constexpr int kV = kK + (kSplit ? 2 : 1) * kTileKD;
   static constexpr int kScal = kV + (kSplit ? 2 : 1) * kTileKD;
   static constexpr int kNumScal = 12;
-  static constexpr int kBytes = kScal + kNumScal * kSolveChunk * 4 + 64;
+  // + 1024: the kernel aligns its base to 1024 B (SW128 tiles for wgmma descriptors).
+  static constexpr int kBytes = kScal + kNumScal * kSolveChunk * 4 + 64 + 1024;
+  static_assert(kK % 1024 == 0 && kV % 1024 == 0, "SW128 tiles must stay 1024-byte aligned");
 };
 
 template <int D, bool kSplit>
 __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_kernel(SolveReadoutParams p) {
   using Smem = SolveSmem<D, kSplit>;
   using namespace tiling;
-  extern __shared__ __align__(128) uint8_t smem[];
+  constexpr bool kWgmma = kSolveWgmma && !kSplit;
+  constexpr bool kWgmmaReadout = kWgmma && (GKA_READOUT_WGMMA != 0);
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+  // offset the array itself (not an integer round trip) so the compiler still sees shared memory
+  uint8_t* smem = smem_raw + ((1024u - (tiling::smem_addr(smem_raw) & 1023u)) & 1023u);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
   const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
@@ -68,6 +96,21 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   const int64_t b = p.geo.varlen ? 0 : ce.seq;
   const int len = ce.len;
   const int64_t t0 = ce.t0;
+  // Ask L2 for this chunk's operands now: the staging loads below then wait on L2, not HBM.
+  {
+    tiling::prefetch_l2_range(p.states_h + (cidx * p.heads_q + h) * D * D, D * D * 4, tid, kSolveThreads);
+    auto prefetch_rows = [&](const TokenTensor& tt, int64_t head) {
+      const int es = dtype_size(tt.dtype), lines = D * es / 128;
+      for (int i = tid; i < kSolveChunk * lines; i += kSolveThreads) {
+        const int t = i / lines;
+        if (t < len)
+          tiling::prefetch_l2(static_cast<const uint8_t*>(tt.data) + tt.offset(b, t0 + t, head) * es + (i % lines) * 128);
+      }
+    };
+    prefetch_rows(p.q, h);
+    prefetch_rows(p.k, hk);
+    prefetch_rows(p.v, hk);
+  }
 
   uint8_t* hb_hi = smem + Smem::kHbar;
   uint8_t* hb_lo = hb_hi + Smem::kTileDD;
@@ -124,39 +167,18 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   __syncthreads();
 
   // ---- operand tiles: Hbar (fp32 workspace -> bf16 hi [lo]), K, V ------------------------------
-  float t1 = 0.f;
-  {
-    const float* hs = p.states_h + (cidx * p.heads_q + h) * D * D;
-    for (int i = tid; i < D * D / 4; i += kSolveThreads) {
-      const int row = (4 * i) / D, col = (4 * i) % D;
-      const float4 x = *reinterpret_cast<const float4*>(hs + 4 * i);
-      t1 += x.x * x.x + x.y * x.y + x.z * x.z + x.w * x.w;
-      uint32_t h0, l0, h1, l1;
-      split_bf16(x.x, x.y, h0, l0);
-      split_bf16(x.z, x.w, h1, l1);
-      const uint32_t off = SwizzledTile<D>::offset(row, col);
-      *reinterpret_cast<uint2*>(hb_hi + off) = make_uint2(h0, h1);
-      if (kSplit) *reinterpret_cast<uint2*>(hb_lo + off) = make_uint2(l0, l1);
-    }
+  float t1 = tiling::stage_state_tile<D, D, kSolveThreads, kSplit>(p.states_h + (cidx * p.heads_q + h) * D * D,
+                                                                    hb_hi, hb_lo, tid);
+  if constexpr (kSplit) {
+    tiling::stage_token_tile<kSolveChunk, D, kSolveThreads, true>(p.k, b, t0, hk, len, k_scale, k_hi, k_lo, tid);
+    tiling::stage_token_tile<kSolveChunk, D, kSolveThreads, true>(p.v, b, t0, hk, len, v_scale, v_hi, v_lo, tid);
+  } else {  // the single policy serves bf16 inputs only (forward.cuh: split_policy)
+    tiling::stage_token_tile_typed<__nv_bfloat16, kSolveChunk, D, kSolveThreads, false>(p.k, b, t0, hk, len, k_scale,
+                                                                                       k_hi, k_lo, tid);
+    tiling::stage_token_tile_typed<__nv_bfloat16, kSolveChunk, D, kSolveThreads, false>(p.v, b, t0, hk, len, v_scale,
+                                                                                       v_hi, v_lo, tid);
   }
-  auto load_tile = [&](const TokenTensor& tt, int64_t head, const float* scale, uint8_t* hi, uint8_t* lo) {
-    for (int i = tid; i < kSolveChunk * D / 2; i += kSolveThreads) {
-      const int t = (2 * i) / D, col = (2 * i) % D;
-      float2 x = make_float2(0.f, 0.f);
-      if (t < len) {
-        x = gating::load2_as_float(tt.data, tt.dtype, tt.offset(b, t0 + t, head) + col);
-        x.x *= scale[t];
-        x.y *= scale[t];
-      }
-      uint32_t vh, vl;
-      split_bf16(x.x, x.y, vh, vl);
-      const uint32_t off = SwizzledTile<D>::offset(t, col);
-      *reinterpret_cast<uint32_t*>(hi + off) = vh;
-      if (kSplit) *reinterpret_cast<uint32_t*>(lo + off) = vl;
-    }
-  };
-  load_tile(p.k, hk, k_scale, k_hi, k_lo);
-  load_tile(p.v, hk, v_scale, v_hi, v_lo);
+  if constexpr (kWgmma) tiling::wg::fence_proxy_async();  // Hbar, K: thread stores -> wgmma reads
   // L_ji = exp(F_j - F_i), i <= j < len
   for (int i = tid; i < kSolveChunk * kSolveChunk; i += kSolveThreads) {
     const int j = i / kSolveChunk, ii = i % kSolveChunk;
@@ -218,13 +240,18 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   const int row_a = 16 * warp + r, row_b = row_a + 8;
   float E[D / 8][4], X[D / 8][4];
   uint32_t Dh[D / 16][4];
+  // two q elements; the single policy serves bf16 inputs only, so it needs no dtype dispatch
+  auto load_q2 = [&](int64_t off) -> float2 {
+    if constexpr (kSplit) return gating::load2_as_float(p.q.data, p.q.dtype, off);
+    else return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(static_cast<const __nv_bfloat16*>(p.q.data) + off));
+  };
   auto load_q = [&](float (&dst)[D / 8][4]) {
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) {
       const int col = 8 * j + 2 * c;
       float2 a = make_float2(0.f, 0.f), bb = make_float2(0.f, 0.f);
-      if (row_a < len) a = gating::load2_as_float(p.q.data, p.q.dtype, p.q.offset(b, t0 + row_a, h) + col);
-      if (row_b < len) bb = gating::load2_as_float(p.q.data, p.q.dtype, p.q.offset(b, t0 + row_b, h) + col);
+      if (row_a < len) a = load_q2(p.q.offset(b, t0 + row_a, h) + col);
+      if (row_b < len) bb = load_q2(p.q.offset(b, t0 + row_b, h) + col);
       dst[j][0] = a.x * q_scale[row_a];
       dst[j][1] = a.y * q_scale[row_a];
       dst[j][2] = bb.x * q_scale[row_b];
@@ -254,10 +281,13 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
 #pragma unroll
     for (int kt = 0; kt < D / 16; ++kt) acc_to_a(X[2 * kt], X[2 * kt + 1], Dh[kt]);
     solver::ChunkOperands op{sh_hi, sh_lo, sk_hi, sk_lo, mask};
+    // S-bar is read only after the solve: have it in L2 by then.
+    tiling::prefetch_l2_range(p.states_s + (cidx * p.heads_q + h) * D * D, D * D * 4, tid, kSolveThreads);
     const float cc = chebyshev_c<float>(ridge);
     float omega = chebyshev_omega0<float>();
     for (int it = 0; it < r_iter; ++it) {
-      solver::matvec_round<D, kSplit>(E, Dh, op, warp, lane);
+      if constexpr (kWgmma) solver::matvec_round_wg<D>(E, Dh, op, warp, lane);
+      else solver::matvec_round<D, kSplit>(E, Dh, op, warp, lane);
       omega = chebyshev_next_omega(cc, omega);
       solver::chebyshev_update<D>(E, X, Dh, rs, omega, it + 1 < r_iter);
     }
@@ -286,19 +316,8 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   // ---- read-out: o = s [Gamma_g o (q~ S-bar) + ((q~ K^T) o L_g) V] --------------------------------
   uint8_t* s_hi = smem + Smem::kHbar;
   uint8_t* s_lo = s_hi + Smem::kTileDD;
-  {
-    const float* ss = p.states_s + (cidx * p.heads_q + h) * D * D;
-    for (int i = tid; i < D * D / 4; i += kSolveThreads) {
-      const int row = (4 * i) / D, col = (4 * i) % D;
-      const float4 x = *reinterpret_cast<const float4*>(ss + 4 * i);
-      uint32_t h0, l0, h1, l1;
-      split_bf16(x.x, x.y, h0, l0);
-      split_bf16(x.z, x.w, h1, l1);
-      const uint32_t off = SwizzledTile<D>::offset(row, col);
-      *reinterpret_cast<uint2*>(s_hi + off) = make_uint2(h0, h1);
-      *reinterpret_cast<uint2*>(s_lo + off) = make_uint2(l0, l1);
-    }
-  }
+  tiling::stage_state_tile<D, D, kSolveThreads, true>(p.states_s + (cidx * p.heads_q + h) * D * D, s_hi, s_lo, tid);
+  if constexpr (kWgmmaReadout) tiling::wg::fence_proxy_async();  // S-bar: thread stores -> wgmma reads
   __syncthreads();
   const uint32_t ss_hi = smem_addr(s_hi), ss_lo = smem_addr(s_lo);
   const uint32_t sv_hi = smem_addr(v_hi), sv_lo = smem_addr(v_lo);
@@ -306,79 +325,83 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   uint32_t Qh[D / 16][4], Ql[D / 16][4];
 #pragma unroll
   for (int kt = 0; kt < D / 16; ++kt) acc_to_a_split(X[2 * kt], X[2 * kt + 1], Qh[kt], Ql[kt]);
+  if constexpr (kWgmmaReadout) {
+    solver::readout_wg<D>(O, Qh, Ql, ss_hi, ss_lo, sk_hi, sv_hi, G, len, warp, lane);
+  } else {
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j)
+    for (int j = 0; j < D / 8; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) O[j][e] = 0.f;
-#pragma unroll
-  for (int kt = 0; kt < D / 16; ++kt)
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      uint32_t bq[4];
-      load_b_kn<D>(ss_hi, 16 * np, 16 * kt, lane, bq);
-      mma_bf16(O[2 * np], Qh[kt], bq[0], bq[1]);
-      mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
-      mma_bf16(O[2 * np], Ql[kt], bq[0], bq[1]);
-      mma_bf16(O[2 * np + 1], Ql[kt], bq[2], bq[3]);
-      load_b_kn<D>(ss_lo, 16 * np, 16 * kt, lane, bq);
-      mma_bf16(O[2 * np], Qh[kt], bq[0], bq[1]);
-      mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
-    }
-  {
-    const float g0 = __expf(G[row_a]), g1 = __expf(G[row_b]);
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      O[j][0] *= g0; O[j][1] *= g0; O[j][2] *= g1; O[j][3] *= g1;
-    }
-  }
-  {
-    float S[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) S[j][e] = 0.f;
+      for (int e = 0; e < 4; ++e) O[j][e] = 0.f;
 #pragma unroll
     for (int kt = 0; kt < D / 16; ++kt)
 #pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        if (np > warp) continue;
-        uint32_t bq[4];
-        load_b_nk<D>(sk_hi, 16 * np, 16 * kt, lane, bq);
-        mma_bf16(S[2 * np], Qh[kt], bq[0], bq[1]);
-        mma_bf16(S[2 * np + 1], Qh[kt], bq[2], bq[3]);
-        mma_bf16(S[2 * np], Ql[kt], bq[0], bq[1]);
-        mma_bf16(S[2 * np + 1], Ql[kt], bq[2], bq[3]);
-        if constexpr (kSplit) {
-          load_b_nk<D>(sk_lo, 16 * np, 16 * kt, lane, bq);
-          mma_bf16(S[2 * np], Qh[kt], bq[0], bq[1]);
-          mma_bf16(S[2 * np + 1], Qh[kt], bq[2], bq[3]);
-        }
-      }
-#pragma unroll
-    for (int kt = 0; kt < 4; ++kt) {
-      if (kt > warp) continue;
-      float s0[4], s1[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = e < 2 ? row_a : row_b;
-        const int i0 = 16 * kt + 2 * c + (e & 1), i1 = i0 + 8;
-        s0[e] = (i0 <= j && j < len) ? S[2 * kt][e] * gating::decay(G[j], G[i0]) : 0.f;
-        s1[e] = (i1 <= j && j < len) ? S[2 * kt + 1][e] * gating::decay(G[j], G[i1]) : 0.f;
-      }
-      uint32_t ph[4], pl[4];
-      acc_to_a_split(s0, s1, ph, pl);
-#pragma unroll
       for (int np = 0; np < D / 16; ++np) {
         uint32_t bq[4];
-        load_b_kn<D>(sv_hi, 16 * np, 16 * kt, lane, bq);
-        mma_bf16(O[2 * np], ph, bq[0], bq[1]);
-        mma_bf16(O[2 * np + 1], ph, bq[2], bq[3]);
-        mma_bf16(O[2 * np], pl, bq[0], bq[1]);
-        mma_bf16(O[2 * np + 1], pl, bq[2], bq[3]);
-        if constexpr (kSplit) {
-          load_b_kn<D>(sv_lo, 16 * np, 16 * kt, lane, bq);
+        load_b_kn<D, D>(ss_hi, 16 * np, 16 * kt, lane, bq);
+        mma_bf16(O[2 * np], Qh[kt], bq[0], bq[1]);
+        mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
+        mma_bf16(O[2 * np], Ql[kt], bq[0], bq[1]);
+        mma_bf16(O[2 * np + 1], Ql[kt], bq[2], bq[3]);
+        load_b_kn<D, D>(ss_lo, 16 * np, 16 * kt, lane, bq);
+        mma_bf16(O[2 * np], Qh[kt], bq[0], bq[1]);
+        mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
+      }
+    {
+      const float g0 = __expf(G[row_a]), g1 = __expf(G[row_b]);
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        O[j][0] *= g0; O[j][1] *= g0; O[j][2] *= g1; O[j][3] *= g1;
+      }
+    }
+    {
+      float S[8][4];
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) S[j][e] = 0.f;
+#pragma unroll
+      for (int kt = 0; kt < D / 16; ++kt)
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          if (np > warp) continue;
+          uint32_t bq[4];
+          load_b_nk<D, kSolveChunk>(sk_hi, 16 * np, 16 * kt, lane, bq);
+          mma_bf16(S[2 * np], Qh[kt], bq[0], bq[1]);
+          mma_bf16(S[2 * np + 1], Qh[kt], bq[2], bq[3]);
+          mma_bf16(S[2 * np], Ql[kt], bq[0], bq[1]);
+          mma_bf16(S[2 * np + 1], Ql[kt], bq[2], bq[3]);
+          if constexpr (kSplit) {
+            load_b_nk<D, kSolveChunk>(sk_lo, 16 * np, 16 * kt, lane, bq);
+            mma_bf16(S[2 * np], Qh[kt], bq[0], bq[1]);
+            mma_bf16(S[2 * np + 1], Qh[kt], bq[2], bq[3]);
+          }
+        }
+#pragma unroll
+      for (int kt = 0; kt < 4; ++kt) {
+        if (kt > warp) continue;
+        float s0[4], s1[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = e < 2 ? row_a : row_b;
+          const int i0 = 16 * kt + 2 * c + (e & 1), i1 = i0 + 8;
+          s0[e] = (i0 <= j && j < len) ? S[2 * kt][e] * gating::decay(G[j], G[i0]) : 0.f;
+          s1[e] = (i1 <= j && j < len) ? S[2 * kt + 1][e] * gating::decay(G[j], G[i1]) : 0.f;
+        }
+        uint32_t ph[4], pl[4];
+        acc_to_a_split(s0, s1, ph, pl);
+#pragma unroll
+        for (int np = 0; np < D / 16; ++np) {
+          uint32_t bq[4];
+          load_b_kn<D, kSolveChunk>(sv_hi, 16 * np, 16 * kt, lane, bq);
           mma_bf16(O[2 * np], ph, bq[0], bq[1]);
           mma_bf16(O[2 * np + 1], ph, bq[2], bq[3]);
+          mma_bf16(O[2 * np], pl, bq[0], bq[1]);
+          mma_bf16(O[2 * np + 1], pl, bq[2], bq[3]);
+          if constexpr (kSplit) {
+            load_b_kn<D, kSolveChunk>(sv_lo, 16 * np, 16 * kt, lane, bq);
+            mma_bf16(O[2 * np], ph, bq[0], bq[1]);
+            mma_bf16(O[2 * np + 1], ph, bq[2], bq[3]);
+          }
         }
       }
     }

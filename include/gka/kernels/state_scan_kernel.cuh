@@ -96,6 +96,20 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
     tiling::cp_async_commit();
   };
   if (nchunks > 0) issue(0);
+  // Gates of the next chunk are loaded one iteration ahead (warp 0), off the per-chunk critical path.
+  auto chunk_valid = [&](int64_t n) {
+    return static_cast<int>(se.len - n * kScanChunk < kScanChunk ? se.len - n * kScanChunk : kScanChunk);
+  };
+  float g_next[2] = {0.f, 0.f};
+  auto load_gates = [&](int64_t n) {
+    const int valid = chunk_valid(n);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int t = lane + 32 * q;
+      g_next[q] = t < valid ? gate.at(se.b, se.t0 + n * kScanChunk + t, h) : 0.f;
+    }
+  };
+  if (warp == 0 && nchunks > 0) load_gates(0);
 
   for (int64_t n = 0; n < nchunks; ++n) {
     const int64_t t0 = se.t0 + n * kScanChunk;
@@ -108,7 +122,9 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
     }
     // gates: chunk-local cumsum, decays from differences only
     if (warp == 0) {
-      for (int t = lane; t < kScanChunk; t += 32) gates[t] = t < valid ? gate.at(se.b, t0 + t, h) : 0.f;
+      gates[lane] = g_next[0];
+      gates[lane + 32] = g_next[1];
+      if (n + 1 < nchunks) load_gates(n + 1);
       __syncwarp();
       gating::warp_cumsum64(gates, valid, lane);
       __syncwarp();
@@ -124,10 +140,11 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
     // per-token scales of the fused transforms: 8 tokens per warp
     for (int t = warp; t < kScanChunk; t += kScanThreads / 32) {
       float ss = 0.f;
-      if (p.l2norm_k)
+      if (p.l2norm_k) {  // uniform branch: no reduction when the norm is off
         for (int i = lane; i < D; i += 32) { const float x = keys.at(t, i); ss += x * x; }
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      }
       const float b = (p.use_beta && t < valid)
                           ? gating::load_as_float(p.beta.data, p.beta.dtype, p.beta.offset(se.b, t0 + t, h))
                           : 0.f;

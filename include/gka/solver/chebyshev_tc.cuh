@@ -14,7 +14,9 @@
 #include <cstdint>
 
 #include "gka/config.h"
+#include "gka/solver/nu.cuh"
 #include "gka/tiling/mma.cuh"
+#include "gka/tiling/wgmma.cuh"
 
 GKA_NAMESPACE_BEGIN
 namespace solver {
@@ -44,11 +46,11 @@ GKA_DEVICE inline void matvec_round(float (&E)[D / 8][4], const uint32_t (&Dh)[D
     for (int np = 0; np < 4; ++np) {
       if (np > warp) continue;
       uint32_t b[4];
-      load_b_nk<D>(op.k_hi, 16 * np, 16 * kt, lane, b);
+      load_b_nk<D, kChunkRows>(op.k_hi, 16 * np, 16 * kt, lane, b);
       mma_bf16(S[2 * np], Dh[kt], b[0], b[1]);
       mma_bf16(S[2 * np + 1], Dh[kt], b[2], b[3]);
       if constexpr (kSplit) {
-        load_b_nk<D>(op.k_lo, 16 * np, 16 * kt, lane, b);
+        load_b_nk<D, kChunkRows>(op.k_lo, 16 * np, 16 * kt, lane, b);
         mma_bf16(S[2 * np], Dh[kt], b[0], b[1]);
         mma_bf16(S[2 * np + 1], Dh[kt], b[2], b[3]);
       }
@@ -60,11 +62,11 @@ GKA_DEVICE inline void matvec_round(float (&E)[D / 8][4], const uint32_t (&Dh)[D
 #pragma unroll
     for (int np = 0; np < D / 16; ++np) {
       uint32_t b[4];
-      load_b_nk<D>(op.hbar_hi, 16 * np, 16 * kt, lane, b);
+      load_b_nk<D, D>(op.hbar_hi, 16 * np, 16 * kt, lane, b);
       mma_bf16(E[2 * np], Dh[kt], b[0], b[1]);
       mma_bf16(E[2 * np + 1], Dh[kt], b[2], b[3]);
       if constexpr (kSplit) {
-        load_b_nk<D>(op.hbar_lo, 16 * np, 16 * kt, lane, b);
+        load_b_nk<D, D>(op.hbar_lo, 16 * np, 16 * kt, lane, b);
         mma_bf16(E[2 * np], Dh[kt], b[0], b[1]);
         mma_bf16(E[2 * np + 1], Dh[kt], b[2], b[3]);
       }
@@ -85,18 +87,60 @@ GKA_DEVICE inline void matvec_round(float (&E)[D / 8][4], const uint32_t (&Dh)[D
 #pragma unroll
     for (int np = 0; np < D / 16; ++np) {
       uint32_t b[4];
-      load_b_kn<D>(op.k_hi, 16 * np, 16 * kt, lane, b);
+      load_b_kn<D, kChunkRows>(op.k_hi, 16 * np, 16 * kt, lane, b);
       mma_bf16(E[2 * np], ph, b[0], b[1]);
       mma_bf16(E[2 * np + 1], ph, b[2], b[3]);
       if constexpr (kSplit) {
         mma_bf16(E[2 * np], pl, b[0], b[1]);
         mma_bf16(E[2 * np + 1], pl, b[2], b[3]);
-        load_b_kn<D>(op.k_lo, 16 * np, 16 * kt, lane, b);
+        load_b_kn<D, kChunkRows>(op.k_lo, 16 * np, 16 * kt, lane, b);
         mma_bf16(E[2 * np], ph, b[0], b[1]);
         mma_bf16(E[2 * np + 1], ph, b[2], b[3]);
       }
     }
   }
+}
+
+// The same round on the sm_90a backend (bf16 policy only): one warpgroup owns the chunk and issues
+// S = Dh K^T (m64n64), E += Dh Hbar (m64nD) and E += P K (m64nD, K read MN-major) as RS wgmma with
+// B from the SW128 tiles. The full 64 x 64 S is formed (no causal skipping): M is zero above the
+// diagonal, so P is too. The mask multiply overlaps the in-flight Dh Hbar group.
+template <int D>
+GKA_DEVICE inline void matvec_round_wg(float (&E)[D / 8][4], uint32_t (&Dh)[D / 16][4], const ChunkOperands& op,
+                                       int warp, int lane) {
+  namespace wg = tiling::wg;
+  float S[8][4];
+  uint32_t P[4][4];
+  wg::pin<D / 2>(&E[0][0]);
+  wg::pin<D / 4>(&Dh[0][0]);
+  wg::fence();
+  wg::mma_rs_zero<64, 0>(&S[0][0], Dh[0], wg::desc_kmajor<kChunkRows>(op.k_hi, 0));
+#pragma unroll
+  for (int kt = 1; kt < D / 16; ++kt) wg::mma_rs<64, 0>(&S[0][0], Dh[kt], wg::desc_kmajor<kChunkRows>(op.k_hi, kt));
+  wg::commit();
+#pragma unroll
+  for (int kt = 0; kt < D / 16; ++kt) wg::mma_rs<D, 0>(&E[0][0], Dh[kt], wg::desc_kmajor<D>(op.hbar_hi, kt));
+  wg::commit();
+  wg::wait<1>();
+  wg::pin<32>(&S[0][0]);
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt) {
+    const float4 m0 = op.mask[(warp * 8 + 2 * kt) * 32 + lane];
+    const float4 m1 = op.mask[(warp * 8 + 2 * kt + 1) * 32 + lane];
+    const float s0[4] = {S[2 * kt][0] * m0.x, S[2 * kt][1] * m0.y, S[2 * kt][2] * m0.z, S[2 * kt][3] * m0.w};
+    const float s1[4] = {S[2 * kt + 1][0] * m1.x, S[2 * kt + 1][1] * m1.y, S[2 * kt + 1][2] * m1.z,
+                         S[2 * kt + 1][3] * m1.w};
+    tiling::acc_to_a(s0, s1, P[kt]);
+  }
+  wg::pin<16>(&P[0][0]);
+  wg::fence();
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt) wg::mma_rs<D, 1>(&E[0][0], P[kt], wg::desc_mnmajor<kChunkRows>(op.k_hi, kt));
+  wg::commit();
+  wg::wait<0>();
+  wg::pin<D / 2>(&E[0][0]);
+  wg::pin<D / 4>(&Dh[0][0]);
+  wg::pin<16>(&P[0][0]);
 }
 
 // Per-row scalars of the two rows (r, r + 8) a thread touches.

@@ -14,12 +14,13 @@
 GKA_NAMESPACE_BEGIN
 namespace solver {
 
-constexpr int kPadC = 68;  // pitch (floats) of the fp32 C x C scratch matrices
+constexpr int kPadC = 68;       // pitch (floats) of the fp32 C x C scratch matrices
+constexpr int kChunkRows = 64;  // token rows of a chunk tile (C)
 
 // Value of element (row, col) of a swizzled bf16 tile (hi [+ lo]).
-template <int Cols, bool kSplit>
+template <int Cols, int Rows, bool kSplit>
 GKA_DEVICE inline float tile_value(const uint8_t* hi, const uint8_t* lo, int row, int col) {
-  const uint32_t off = tiling::SwizzledTile<Cols>::offset(row, col);
+  const uint32_t off = tiling::SwizzledTile<Cols, Rows>::offset(row, col);
   float x = __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(hi + off));
   if (kSplit) x += __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(lo + off));
   return x;
@@ -37,18 +38,18 @@ GKA_DEVICE inline void gram_and_quadratic(const uint8_t* k_hi, const uint8_t* k_
 #pragma unroll
     for (int kt = 0; kt < D / 16; ++kt) {
       uint32_t ah[4], al[4];
-      load_a<D>(sk_hi, m0, 16 * kt, lane, ah);
-      if constexpr (kSplit) load_a<D>(sk_lo, m0, 16 * kt, lane, al);
+      load_a<D, kChunkRows>(sk_hi, m0, 16 * kt, lane, ah);
+      if constexpr (kSplit) load_a<D, kChunkRows>(sk_lo, m0, 16 * kt, lane, al);
 #pragma unroll
       for (int np = 0; np < 4; ++np) {
         uint32_t b[4];
-        load_b_nk<D>(sk_hi, 16 * np, 16 * kt, lane, b);
+        load_b_nk<D, kChunkRows>(sk_hi, 16 * np, 16 * kt, lane, b);
         mma_bf16(W[2 * np], ah, b[0], b[1]);
         mma_bf16(W[2 * np + 1], ah, b[2], b[3]);
         if constexpr (kSplit) {
           mma_bf16(W[2 * np], al, b[0], b[1]);
           mma_bf16(W[2 * np + 1], al, b[2], b[3]);
-          load_b_nk<D>(sk_lo, 16 * np, 16 * kt, lane, b);
+          load_b_nk<D, kChunkRows>(sk_lo, 16 * np, 16 * kt, lane, b);
           mma_bf16(W[2 * np], ah, b[0], b[1]);
           mma_bf16(W[2 * np + 1], ah, b[2], b[3]);
         }
@@ -67,18 +68,18 @@ GKA_DEVICE inline void gram_and_quadratic(const uint8_t* k_hi, const uint8_t* k_
 #pragma unroll
     for (int kt = 0; kt < D / 16; ++kt) {
       uint32_t ah[4], al[4];
-      load_a<D>(sk_hi, m0, 16 * kt, lane, ah);
-      if constexpr (kSplit) load_a<D>(sk_lo, m0, 16 * kt, lane, al);
+      load_a<D, kChunkRows>(sk_hi, m0, 16 * kt, lane, ah);
+      if constexpr (kSplit) load_a<D, kChunkRows>(sk_lo, m0, 16 * kt, lane, al);
 #pragma unroll
       for (int np = 0; np < D / 16; ++np) {
         uint32_t b[4];
-        load_b_nk<D>(sh_hi, 16 * np, 16 * kt, lane, b);
+        load_b_nk<D, D>(sh_hi, 16 * np, 16 * kt, lane, b);
         mma_bf16(Y[2 * np], ah, b[0], b[1]);
         mma_bf16(Y[2 * np + 1], ah, b[2], b[3]);
         if constexpr (kSplit) {
           mma_bf16(Y[2 * np], al, b[0], b[1]);
           mma_bf16(Y[2 * np + 1], al, b[2], b[3]);
-          load_b_nk<D>(sh_lo, 16 * np, 16 * kt, lane, b);
+          load_b_nk<D, D>(sh_lo, 16 * np, 16 * kt, lane, b);
           mma_bf16(Y[2 * np], ah, b[0], b[1]);
           mma_bf16(Y[2 * np + 1], ah, b[2], b[3]);
         }
@@ -90,7 +91,7 @@ GKA_DEVICE inline void gram_and_quadratic(const uint8_t* k_hi, const uint8_t* k_
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int row = m0 + r + (e >= 2 ? 8 : 0), col = 8 * j + 2 * c + (e & 1);
-        const float kv = tile_value<D, kSplit>(k_hi, k_lo, row, col);
+        const float kv = tile_value<D, kChunkRows, kSplit>(k_hi, k_lo, row, col);
         if (e < 2) acc0 += Y[j][e] * kv; else acc1 += Y[j][e] * kv;
       }
 #pragma unroll

@@ -15,6 +15,14 @@ GKA_DEVICE inline void cp_async_16(void* smem_dst, const void* gmem_src, bool va
   const int bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(bytes));
 }
+// Hint: bring the 128-byte line holding p into L2 (no register result, never faults the kernel).
+GKA_DEVICE inline void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+
+// Prefetch `bytes` contiguous bytes into L2, cooperatively (one line per thread per step).
+GKA_DEVICE inline void prefetch_l2_range(const void* p, int bytes, int tid, int nthreads) {
+  for (int off = tid * 128; off < bytes; off += nthreads * 128) prefetch_l2(static_cast<const uint8_t*>(p) + off);
+}
+
 GKA_DEVICE inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 GKA_DEVICE inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

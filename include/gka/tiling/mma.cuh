@@ -2,8 +2,8 @@
 // fp16 operands, fp32 accumulation) and the fragment conventions every kernel is written against.
 //
 // Fragment layout (r = lane / 4, c = lane % 4), identical to one warp's slice of a wgmma m64nN
-// fragment, so an sm_90a backend can replace the bodies of these functions without touching the
-// kernels (hopper-design.md D9):
+// fragment, so the sm_90a backend (tiling/wgmma.cuh) swaps only the product calls and keeps the
+// kernels' element-wise code (hopper-design.md D9):
 //   accumulator n8 tile j: acc[j][0..1] = C[r][8j+2c .. +1], acc[j][2..3] = C[r+8][8j+2c .. +1]
 //   A k16 step t:          a[t][0] = A[r][16t+2c..], a[t][1] = A[r+8][16t+2c..],
 //                          a[t][2] = A[r][16t+8+2c..], a[t][3] = A[r+8][16t+8+2c..]
@@ -76,36 +76,40 @@ GKA_DEVICE inline void ldmatrix_x4_trans(uint32_t addr, uint32_t& r0, uint32_t& 
 }
 
 // ---- swizzled bf16 tiles in shared memory ----------------------------------------------------
-// A Rows x Cols bf16 tile, row-major, 16-byte chunks XOR-swizzled by (row % 8) so that the eight
-// row addresses of one ldmatrix hit eight different bank groups. Cols is a multiple of 64.
-template <int Cols>
+// A Rows x Cols bf16 tile in the 128B-swizzle (SW128) layout that wgmma descriptors address: Cols
+// is cut into 64-column slabs of Rows x 128 B, and in each row the 16-byte chunk index is XORed
+// with (row % 8). The eight row addresses of one ldmatrix hit eight different bank groups, and the
+// same tile is a K-major or MN-major wgmma operand (tiling/wgmma.cuh). Cols is a multiple of 64.
+template <int Cols, int Rows>
 struct SwizzledTile {
-  static constexpr int kRowBytes = Cols * 2;
-  GKA_DEVICE static inline uint32_t offset(int row, int col) {
-    return static_cast<uint32_t>(row * kRowBytes + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1));
+  static_assert(Cols % 64 == 0, "SW128 tiles have 64-column slabs");
+  static constexpr int kSlabBytes = Rows * 128;
+  GKA_HOST_DEVICE static inline uint32_t offset(int row, int col) {
+    return static_cast<uint32_t>((col >> 6) * kSlabBytes + row * 128 + ((((col >> 3) & 7) ^ (row & 7)) << 4) +
+                                 ((col & 7) << 1));
   }
 };
 
 // A fragment (16 x 16 at rows m0.., cols k0..) from a [M][K] tile (K contiguous).
-template <int Cols>
+template <int Cols, int Rows>
 GKA_DEVICE inline void load_a(uint32_t base, int m0, int k0, int lane, uint32_t (&a)[4]) {
   const int row = m0 + (lane & 7) + ((lane >> 3) & 1) * 8;
   const int col = k0 + (lane >> 4) * 8;
-  ldmatrix_x4(base + SwizzledTile<Cols>::offset(row, col), a[0], a[1], a[2], a[3]);
+  ldmatrix_x4(base + SwizzledTile<Cols, Rows>::offset(row, col), a[0], a[1], a[2], a[3]);
 }
 // B fragments of two n8 tiles (n0.., n0+8..) for k-step k0 from a [N][K] tile (K contiguous).
-template <int Cols>
+template <int Cols, int Rows>
 GKA_DEVICE inline void load_b_nk(uint32_t base, int n0, int k0, int lane, uint32_t (&b)[4]) {
   const int row = n0 + (lane & 7) + (lane >> 4) * 8;
   const int col = k0 + ((lane >> 3) & 1) * 8;
-  ldmatrix_x4(base + SwizzledTile<Cols>::offset(row, col), b[0], b[1], b[2], b[3]);
+  ldmatrix_x4(base + SwizzledTile<Cols, Rows>::offset(row, col), b[0], b[1], b[2], b[3]);
 }
 // The same from a [K][N] tile (N contiguous), through ldmatrix.trans.
-template <int Cols>
+template <int Cols, int Rows>
 GKA_DEVICE inline void load_b_kn(uint32_t base, int n0, int k0, int lane, uint32_t (&b)[4]) {
   const int row = k0 + (lane & 7) + ((lane >> 3) & 1) * 8;
   const int col = n0 + (lane >> 4) * 8;
-  ldmatrix_x4_trans(base + SwizzledTile<Cols>::offset(row, col), b[0], b[1], b[2], b[3]);
+  ldmatrix_x4_trans(base + SwizzledTile<Cols, Rows>::offset(row, col), b[0], b[1], b[2], b[3]);
 }
 
 // acc n8 tiles (2t, 2t+1) -> A fragment of k-step t, rounded to bf16.

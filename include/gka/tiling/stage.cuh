@@ -1,0 +1,116 @@
+// gka/tiling/stage.cuh: global -> shared staging of a chunk's operand tiles (fp32 states, token
+// tiles) as bf16 hi [+ lo] in the SW128 layout of SwizzledTile.
+//
+// Why batched: one CTA owns one chunk and only two CTAs share an SM, so a load loop that waits for
+// each load before issuing the next leaves the SM idle for one memory latency per iteration. Each
+// thread first issues a batch of independent 16-byte loads into registers, then converts and stores.
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "gka/config.h"
+#include "gka/tiling/mma.cuh"
+#include "gka/types.h"
+
+GKA_NAMESPACE_BEGIN
+namespace tiling {
+
+// A fp32 Rows x Cols state (row-major, contiguous) -> bf16 hi [lo] tiles. Returns this thread's
+// partial sum of squares (the fp32 values, before rounding).
+template <int Rows, int Cols, int kThreads, bool kLo>
+GKA_DEVICE inline float stage_state_tile(const float* __restrict__ src, uint8_t* hi, uint8_t* lo, int tid) {
+  constexpr int kPer = Rows * Cols / 4 / kThreads;  // float4 per thread
+  constexpr int kBatch = kPer < 8 ? kPer : 8;
+  static_assert(kPer % kBatch == 0, "tile size must divide into batches");
+  float ss = 0.f;
+#pragma unroll 1
+  for (int b0 = 0; b0 < kPer; b0 += kBatch) {
+    float4 x[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) x[u] = __ldg(reinterpret_cast<const float4*>(src) + tid + (b0 + u) * kThreads);
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = tid + (b0 + u) * kThreads, row = (4 * i) / Cols, col = (4 * i) % Cols;
+      ss += x[u].x * x[u].x + x[u].y * x[u].y + x[u].z * x[u].z + x[u].w * x[u].w;
+      uint32_t h0, l0, h1, l1;
+      split_bf16(x[u].x, x[u].y, h0, l0);
+      split_bf16(x[u].z, x[u].w, h1, l1);
+      const uint32_t off = SwizzledTile<Cols, Rows>::offset(row, col);
+      *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
+      if (kLo) *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
+    }
+  }
+  return ss;
+}
+
+namespace detail {
+template <class T> GKA_DEVICE inline float elem_to_float(T x);
+template <> GKA_DEVICE inline float elem_to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <> GKA_DEVICE inline float elem_to_float<__half>(__half x) { return __half2float(x); }
+template <> GKA_DEVICE inline float elem_to_float<float>(float x) { return x; }
+
+template <class T, int Rows, int Cols, int kThreads, bool kLo>
+GKA_DEVICE inline void stage_token_tile_typed(const TokenTensor& tt, int64_t b, int64_t t0, int64_t head, int len,
+                                          const float* scale, uint8_t* hi, uint8_t* lo, int tid) {
+  constexpr int kEl = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte unit
+  constexpr int kUnitsPerRow = Cols / kEl;
+  constexpr int kPer = Rows * kUnitsPerRow / kThreads;
+  constexpr int kBatch = kPer < 8 ? kPer : 8;
+  static_assert(kPer % kBatch == 0, "tile size must divide into batches");
+  const T* base = static_cast<const T*>(tt.data);
+#pragma unroll 1
+  for (int b0 = 0; b0 < kPer; b0 += kBatch) {
+    uint4 raw[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = tid + (b0 + u) * kThreads, t = i / kUnitsPerRow, cu = i % kUnitsPerRow;
+      raw[u] = t < len ? __ldg(reinterpret_cast<const uint4*>(base + tt.offset(b, t0 + t, head) + cu * kEl))
+                       : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = tid + (b0 + u) * kThreads, t = i / kUnitsPerRow, cu = i % kUnitsPerRow;
+      const float s = t < len ? scale[t] : 0.f;
+      const T* e = reinterpret_cast<const T*>(&raw[u]);
+      uint32_t vh[kEl / 2], vl[kEl / 2];
+#pragma unroll
+      for (int q = 0; q < kEl / 2; ++q)
+        split_bf16(elem_to_float(e[2 * q]) * s, elem_to_float(e[2 * q + 1]) * s, vh[q], vl[q]);
+      const uint32_t off = SwizzledTile<Cols, Rows>::offset(t, cu * kEl);
+      if constexpr (kEl == 8) {
+        *reinterpret_cast<uint4*>(hi + off) = make_uint4(vh[0], vh[1], vh[2], vh[3]);
+        if (kLo) *reinterpret_cast<uint4*>(lo + off) = make_uint4(vl[0], vl[1], vl[2], vl[3]);
+      } else {
+        *reinterpret_cast<uint2*>(hi + off) = make_uint2(vh[0], vh[1]);
+        if (kLo) *reinterpret_cast<uint2*>(lo + off) = make_uint2(vl[0], vl[1]);
+      }
+    }
+  }
+}
+}  // namespace detail
+
+// The same with the element type known at compile time (T must be tt's dtype).
+using detail::stage_token_tile_typed;
+
+// Rows tokens (t0 + 0 .. len-1 valid, the rest zero) x Cols of a token tensor, each token scaled by
+// scale[t] -> bf16 hi [lo]. Token vectors are 16-byte aligned (host validation).
+template <int Rows, int Cols, int kThreads, bool kLo>
+GKA_DEVICE inline void stage_token_tile(const TokenTensor& tt, int64_t b, int64_t t0, int64_t head, int len,
+                                        const float* scale, uint8_t* hi, uint8_t* lo, int tid) {
+  switch (tt.dtype) {
+    case DType::kBF16:
+      detail::stage_token_tile_typed<__nv_bfloat16, Rows, Cols, kThreads, kLo>(tt, b, t0, head, len, scale, hi, lo, tid);
+      break;
+    case DType::kFP16:
+      detail::stage_token_tile_typed<__half, Rows, Cols, kThreads, kLo>(tt, b, t0, head, len, scale, hi, lo, tid);
+      break;
+    default:
+      detail::stage_token_tile_typed<float, Rows, Cols, kThreads, kLo>(tt, b, t0, head, len, scale, hi, lo, tid);
+      break;
+  }
+}
+
+}  // namespace tiling
+GKA_NAMESPACE_END
