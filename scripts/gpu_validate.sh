@@ -39,6 +39,17 @@ else
   echo "no benchmark binary at $BENCH" | tee "$OUT/bench.log"; BENCH_RC=1
 fi
 
+# Optional: the README demo (when its binary is in the binary dir) and the FlashAttention-2 /
+# cuDNN anchors through PyTorch SDPA at the same shapes (GKA_SDPA=1; needs torch on the device).
+if [ -x "$BIN/gka_demo" ]; then
+  echo "== demo"
+  "$BIN/gka_demo" 2>&1 | tee "$OUT/demo.log"
+fi
+if [ "${GKA_SDPA:-0}" = 1 ]; then
+  echo "== PyTorch SDPA anchors"
+  python3 "$ROOT/bench/sdpa_baseline.py" --json "$OUT/sdpa.json" 2>&1 | tee "$OUT/sdpa.log"
+fi
+
 {
   echo
   echo "================ summary ================"
@@ -57,5 +68,7 @@ fi
       if (match(line, /solve_ms=[0-9.]+[munk]?/)) so=substr(line, RSTART+9, RLENGTH-9);
       printf "%-34s %8s ms  tokens/s %-10s TFLOP/s %-8s frac-of-790 %-9s scan %s ms  solve %s ms\n", name, ms, tok, tf, fr, sc, so }'
   echo "bench exit code: $BENCH_RC"
+  if [ -f "$OUT/demo.log" ]; then echo "-- demo"; grep -E "backend|error|demo:" "$OUT/demo.log"; fi
+  if [ -f "$OUT/sdpa.log" ]; then echo "-- PyTorch SDPA, causal, same tokens/heads/dim"; cat "$OUT/sdpa.log"; fi
 } | tee "$OUT/summary.txt"
 [ "$TEST_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ]
