@@ -45,6 +45,18 @@ GKA_DEVICE inline void store2_from_float(void* base, DType t, int64_t off, float
   }
 }
 
+// Two consecutive elements of a known type (off even, aligned as above).
+template <class T> GKA_DEVICE inline void store2(T* p, float a, float b);
+template <> GKA_DEVICE inline void store2<__nv_bfloat16>(__nv_bfloat16* p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+template <> GKA_DEVICE inline void store2<__half>(__half* p, float a, float b) {
+  *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+}
+template <> GKA_DEVICE inline void store2<float>(float* p, float a, float b) {
+  *reinterpret_cast<float2*>(p) = make_float2(a, b);
+}
+
 // A log-gate as the kernels see it: absent means 0 (no decay).
 struct Gate {
   const float* data = nullptr;

@@ -66,7 +66,8 @@ struct SolveSmem {
   static constexpr int kTileKD = kSolveChunk * D * 2;  // one bf16 [C][D] tile
   static constexpr int kTileDD = D * D * 2;            // one bf16 [D][D] tile
   static constexpr int kScratch = kSolveChunk * solver::kPadC * 4;
-  // region "big": Hbar hi [lo], then L (X) and W2 / M (Y); after the solve S-bar hi + lo.
+  // region "big": Hbar hi [lo], then the raw q tile (X, bf16 policy) and W2 / M (Y); after the
+  // solve S-bar hi + lo.
   static constexpr int kHbar = 0;
   static constexpr int kX = kHbar + (kSplit ? 2 : 1) * kTileDD;
   static constexpr int kY = kX + kScratch;
@@ -78,6 +79,7 @@ struct SolveSmem {
   // + 1024: the kernel aligns its base to 1024 B (SW128 tiles for wgmma descriptors).
   static constexpr int kBytes = kScal + kNumScal * kSolveChunk * 4 + 64 + 1024;
   static_assert(kK % 1024 == 0 && kV % 1024 == 0, "SW128 tiles must stay 1024-byte aligned");
+  static_assert(kTileKD <= kScratch && kX % 128 == 0, "the q tile lives in the X scratch");
 };
 
 template <int D, bool kSplit>
@@ -99,22 +101,27 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   // Ask L2 for this chunk's operands now: the staging loads below then wait on L2, not HBM.
   {
     tiling::prefetch_l2_range(p.states_h + (cidx * p.heads_q + h) * D * D, D * D * 4, tid, kSolveThreads);
-    auto prefetch_rows = [&](const TokenTensor& tt, int64_t head) {
-      const int es = dtype_size(tt.dtype), lines = D * es / 128;
-      for (int i = tid; i < kSolveChunk * lines; i += kSolveThreads) {
-        const int t = i / lines;
-        if (t < len)
-          tiling::prefetch_l2(static_cast<const uint8_t*>(tt.data) + tt.offset(b, t0 + t, head) * es + (i % lines) * 128);
-      }
+    // one token row per thread (q and v rows: threads 0..63, k rows: 64..127), rolled: short code
+    const int t = tid & (kSolveChunk - 1);
+    auto prefetch_row = [&](const TokenTensor& tt, int64_t head) {
+      const int es = dtype_size(tt.dtype);
+      const uint8_t* row = static_cast<const uint8_t*>(tt.data) + tt.offset(b, t0 + t, head) * es;
+#pragma unroll 1
+      for (int l = 0; l < D * es; l += 128) tiling::prefetch_l2(row + l);
     };
-    prefetch_rows(p.q, h);
-    prefetch_rows(p.k, hk);
-    prefetch_rows(p.v, hk);
+    if (t < len) {
+      if (tid < kSolveChunk) {
+        prefetch_row(p.q, h);
+        prefetch_row(p.v, hk);
+      } else {
+        prefetch_row(p.k, hk);
+      }
+    }
   }
 
   uint8_t* hb_hi = smem + Smem::kHbar;
   uint8_t* hb_lo = hb_hi + Smem::kTileDD;
-  float* Lm = reinterpret_cast<float*>(smem + Smem::kX);
+  uint8_t* q_tile = smem + Smem::kX;  // bf16 policy: raw q (unscaled), staged with K and V
   float* Ym = reinterpret_cast<float*>(smem + Smem::kY);
   uint8_t* k_hi = smem + Smem::kK;
   uint8_t* k_lo = k_hi + Smem::kTileKD;
@@ -173,17 +180,15 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
     tiling::stage_token_tile<kSolveChunk, D, kSolveThreads, true>(p.k, b, t0, hk, len, k_scale, k_hi, k_lo, tid);
     tiling::stage_token_tile<kSolveChunk, D, kSolveThreads, true>(p.v, b, t0, hk, len, v_scale, v_hi, v_lo, tid);
   } else {  // the single policy serves bf16 inputs only (forward.cuh: split_policy)
-    tiling::stage_token_tile_typed<__nv_bfloat16, kSolveChunk, D, kSolveThreads, false>(p.k, b, t0, hk, len, k_scale,
-                                                                                       k_hi, k_lo, tid);
-    tiling::stage_token_tile_typed<__nv_bfloat16, kSolveChunk, D, kSolveThreads, false>(p.v, b, t0, hk, len, v_scale,
-                                                                                       v_hi, v_lo, tid);
+    // K, V and the raw q in one batch (one memory round trip); q's scale is applied in fp32 when
+    // its fragments are read, as before.
+    const TokenTensor* tts[3] = {&p.k, &p.v, &p.q};
+    const int64_t heads[3] = {hk, hk, h};
+    const float* scales[3] = {k_scale, v_scale, nullptr};
+    uint8_t* const dsts[3] = {k_hi, v_hi, q_tile};
+    tiling::stage_bf16_token_tiles<3, kSolveChunk, D, kSolveThreads>(tts, heads, b, t0, len, scales, dsts, tid);
   }
   if constexpr (kWgmma) tiling::wg::fence_proxy_async();  // Hbar, K: thread stores -> wgmma reads
-  // L_ji = exp(F_j - F_i), i <= j < len
-  for (int i = tid; i < kSolveChunk * kSolveChunk; i += kSolveThreads) {
-    const int j = i / kSolveChunk, ii = i % kSolveChunk;
-    Lm[j * solver::kPadC + ii] = (ii <= j && j < len) ? gating::decay(F[j], F[ii]) : 0.f;
-  }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) t1 += __shfl_xor_sync(0xffffffffu, t1, o);
   if (lane == 0) red[warp] = t1;
@@ -193,9 +198,10 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   // ---- nu ----------------------------------------------------------------------------------------
   const uint32_t sk_hi = smem_addr(k_hi), sk_lo = smem_addr(k_lo);
   const uint32_t sh_hi = smem_addr(hb_hi), sh_lo = smem_addr(hb_lo);
-  solver::gram_and_quadratic<D, kSplit>(k_hi, k_lo, sk_hi, sk_lo, sh_hi, sh_lo, Ym, pq, warp, lane);
+  if constexpr (kWgmma) solver::gram_and_quadratic_wg<D>(sk_hi, sh_hi, Ym, pq, warp, lane);
+  else solver::gram_and_quadratic<D, kSplit>(k_hi, k_lo, sk_hi, sk_lo, sh_hi, sh_lo, Ym, pq, warp, lane);
   __syncthreads();
-  solver::intra_norm_sq(Lm, Ym, t3, warp, lane);
+  solver::intra_norm_sq(F, len, Ym, t3, warp, lane);
   __syncthreads();
   const float ridge = p.ridge;
   if (tid < kSolveChunk) {
@@ -203,7 +209,7 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
     float nu = 0.f;
     if (j < len) {
       float t2 = 0.f;
-      for (int i = 0; i <= j; ++i) t2 += Lm[j * solver::kPadC + i] * pq[i];
+      for (int i = 0; i <= j; ++i) t2 += gating::decay(F[j], F[i]) * pq[i];
       const float gam = __expf(F[j]);
       nu = sqrtf(fmaxf(gam * gam * t1 + 2.f * gam * t2 + t3[j], 0.f));
     }
@@ -245,20 +251,40 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
     if constexpr (kSplit) return gating::load2_as_float(p.q.data, p.q.dtype, off);
     else return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(static_cast<const __nv_bfloat16*>(p.q.data) + off));
   };
+  const uint32_t sq_tile = smem_addr(q_tile);
   auto load_q = [&](float (&dst)[D / 8][4]) {
+    if constexpr (!kSplit) {  // from the staged tile: 8 ldmatrix instead of 32 global loads
+      const float qa = q_scale[row_a], qb = q_scale[row_b];
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int col = 8 * j + 2 * c;
-      float2 a = make_float2(0.f, 0.f), bb = make_float2(0.f, 0.f);
-      if (row_a < len) a = load_q2(p.q.offset(b, t0 + row_a, h) + col);
-      if (row_b < len) bb = load_q2(p.q.offset(b, t0 + row_b, h) + col);
-      dst[j][0] = a.x * q_scale[row_a];
-      dst[j][1] = a.y * q_scale[row_a];
-      dst[j][2] = bb.x * q_scale[row_b];
-      dst[j][3] = bb.y * q_scale[row_b];
+      for (int kt = 0; kt < D / 16; ++kt) {
+        uint32_t a[4];
+        load_a<D, kSolveChunk>(sq_tile, 16 * warp, 16 * kt, lane, a);
+        dst[2 * kt][0] = bf16_lo(a[0]) * qa;
+        dst[2 * kt][1] = bf16_hi(a[0]) * qa;
+        dst[2 * kt][2] = bf16_lo(a[1]) * qb;
+        dst[2 * kt][3] = bf16_hi(a[1]) * qb;
+        dst[2 * kt + 1][0] = bf16_lo(a[2]) * qa;
+        dst[2 * kt + 1][1] = bf16_hi(a[2]) * qa;
+        dst[2 * kt + 1][2] = bf16_lo(a[3]) * qb;
+        dst[2 * kt + 1][3] = bf16_hi(a[3]) * qb;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        const int col = 8 * j + 2 * c;
+        float2 a = make_float2(0.f, 0.f), bb = make_float2(0.f, 0.f);
+        if (row_a < len) a = load_q2(p.q.offset(b, t0 + row_a, h) + col);
+        if (row_b < len) bb = load_q2(p.q.offset(b, t0 + row_b, h) + col);
+        dst[j][0] = a.x * q_scale[row_a];
+        dst[j][1] = a.y * q_scale[row_a];
+        dst[j][2] = bb.x * q_scale[row_b];
+        dst[j][3] = bb.y * q_scale[row_b];
+      }
     }
   };
   load_q(X);
+  // S-bar is read only after the solve: have it in L2 by then.
+  tiling::prefetch_l2_range(p.states_s + (cidx * p.heads_q + h) * D * D, D * D * 4, tid, kSolveThreads);
   const int r_iter = p.num_iter;
   if (r_iter > 0) {
     solver::RowScalars rs;
@@ -281,8 +307,6 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
 #pragma unroll
     for (int kt = 0; kt < D / 16; ++kt) acc_to_a(X[2 * kt], X[2 * kt + 1], Dh[kt]);
     solver::ChunkOperands op{sh_hi, sh_lo, sk_hi, sk_lo, mask};
-    // S-bar is read only after the solve: have it in L2 by then.
-    tiling::prefetch_l2_range(p.states_s + (cidx * p.heads_q + h) * D * D, D * D * 4, tid, kSolveThreads);
     const float cc = chebyshev_c<float>(ridge);
     float omega = chebyshev_omega0<float>();
     for (int it = 0; it < r_iter; ++it) {
@@ -406,12 +430,24 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
       }
     }
   }
+  // One dtype dispatch and one row address per row, not per element: the epilogue is straight-line
+  // code and the kernel is instruction-fetch bound outside the loop.
   const float s = p.scale;
+  auto store_o = [&](auto tag) {
+    using T = decltype(tag);
+    T* oa = static_cast<T*>(p.o.data) + p.o.offset(b, t0 + row_a, h) + 2 * c;
+    T* ob = static_cast<T*>(p.o.data) + p.o.offset(b, t0 + row_b, h) + 2 * c;
+    const bool va = row_a < len, vb = row_b < len;
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j) {
-    const int col = 8 * j + 2 * c;
-    if (row_a < len) gating::store2_from_float(p.o.data, p.o.dtype, p.o.offset(b, t0 + row_a, h) + col, s * O[j][0], s * O[j][1]);
-    if (row_b < len) gating::store2_from_float(p.o.data, p.o.dtype, p.o.offset(b, t0 + row_b, h) + col, s * O[j][2], s * O[j][3]);
+    for (int j = 0; j < D / 8; ++j) {
+      if (va) gating::store2<T>(oa + 8 * j, s * O[j][0], s * O[j][1]);
+      if (vb) gating::store2<T>(ob + 8 * j, s * O[j][2], s * O[j][3]);
+    }
+  };
+  switch (p.o.dtype) {
+    case DType::kBF16: store_o(__nv_bfloat16{}); break;
+    case DType::kFP16: store_o(__half{}); break;
+    default: store_o(float{}); break;
   }
 }
 

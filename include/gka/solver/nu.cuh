@@ -10,6 +10,7 @@
 
 #include "gka/config.h"
 #include "gka/tiling/mma.cuh"
+#include "gka/tiling/wgmma.cuh"
 
 GKA_NAMESPACE_BEGIN
 namespace solver {
@@ -106,20 +107,27 @@ GKA_DEVICE inline void gram_and_quadratic(const uint8_t* k_hi, const uint8_t* k_
   }
 }
 
-// t3[j] = sum_l L_jl (L W2)_jl for the warp's 16 rows; L, W2 fp32 [C][kPadC].
-GKA_DEVICE inline void intra_norm_sq(const float* L, const float* w2, float* t3, int warp, int lane) {
+// L_ji = exp(F_j - F_i) for i <= j < len, else 0 (F: chunk-local cumsum of the H gate). Formed
+// where it is used, so no C x C scratch holds it.
+GKA_DEVICE inline float decay_lower(const float* F, int len, int j, int i) {
+  return (i <= j && j < len) ? __expf(F[j] - F[i]) : 0.f;
+}
+
+// t3[j] = sum_l L_jl (L W2)_jl for the warp's 16 rows; W2 fp32 [C][kPadC].
+GKA_DEVICE inline void intra_norm_sq(const float* F, int len, const float* w2, float* t3, int warp, int lane) {
   using namespace tiling;
-  const int r = lane >> 2, c = lane & 3, m0 = 16 * warp;
+  const int r = lane >> 2, c = lane & 3, m0 = 16 * warp, ja = m0 + r, jb = ja + 8;
   float R[8][4] = {};
-#pragma unroll
-  for (int kt = 0; kt < 4; ++kt) {
-    if (kt > warp) continue;  // L is lower triangular
+  // L is lower triangular: k blocks 0..warp. Not unrolled: the body runs warp + 1 times and a
+  // rolled loop keeps the prologue's code (instruction-cache bound) short.
+#pragma unroll 1
+  for (int kt = 0; kt <= warp; ++kt) {
     const int k0 = 16 * kt + 2 * c;
     uint32_t ah[4], al[4];
-    split_bf16(L[(m0 + r) * kPadC + k0], L[(m0 + r) * kPadC + k0 + 1], ah[0], al[0]);
-    split_bf16(L[(m0 + r + 8) * kPadC + k0], L[(m0 + r + 8) * kPadC + k0 + 1], ah[1], al[1]);
-    split_bf16(L[(m0 + r) * kPadC + k0 + 8], L[(m0 + r) * kPadC + k0 + 9], ah[2], al[2]);
-    split_bf16(L[(m0 + r + 8) * kPadC + k0 + 8], L[(m0 + r + 8) * kPadC + k0 + 9], ah[3], al[3]);
+    split_bf16(decay_lower(F, len, ja, k0), decay_lower(F, len, ja, k0 + 1), ah[0], al[0]);
+    split_bf16(decay_lower(F, len, jb, k0), decay_lower(F, len, jb, k0 + 1), ah[1], al[1]);
+    split_bf16(decay_lower(F, len, ja, k0 + 8), decay_lower(F, len, ja, k0 + 9), ah[2], al[2]);
+    split_bf16(decay_lower(F, len, jb, k0 + 8), decay_lower(F, len, jb, k0 + 9), ah[3], al[3]);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int n = 8 * j + r;
@@ -136,8 +144,8 @@ GKA_DEVICE inline void intra_norm_sq(const float* L, const float* w2, float* t3,
   for (int j = 0; j < 8; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int row = m0 + r + (e >= 2 ? 8 : 0), col = 8 * j + 2 * c + (e & 1);
-      const float l = L[row * kPadC + col];
+      const int row = e >= 2 ? jb : ja, col = 8 * j + 2 * c + (e & 1);
+      const float l = decay_lower(F, len, row, col);
       if (e < 2) acc0 += l * R[j][e]; else acc1 += l * R[j][e];
     }
 #pragma unroll
@@ -146,8 +154,61 @@ GKA_DEVICE inline void intra_norm_sq(const float* L, const float* w2, float* t3,
     acc1 += __shfl_xor_sync(0xffffffffu, acc1, o);
   }
   if (c == 0) {
-    t3[m0 + r] = acc0;
-    t3[m0 + r + 8] = acc1;
+    t3[ja] = acc0;
+    t3[jb] = acc1;
+  }
+}
+
+// gram_and_quadratic on the sm_90a backend (bf16 policy): W = K K^T (m64n64) and Y = K Hbar
+// (m64nD) as RS wgmma with K's A fragments from ldmatrix; the same A fragments give the k_i values
+// of p_i = sum_d Y_id k_id. K and Hbar must be visible to the async proxy.
+template <int D>
+GKA_DEVICE inline void gram_and_quadratic_wg(uint32_t sk, uint32_t sh, float* w2, float* p, int warp, int lane) {
+  namespace wg = tiling::wg;
+  const int r = lane >> 2, c = lane & 3, m0 = 16 * warp;
+  uint32_t A[D / 16][4];
+  float W[8][4], Y[D / 8][4];
+#pragma unroll
+  for (int kt = 0; kt < D / 16; ++kt) tiling::load_a<D, kChunkRows>(sk, m0, 16 * kt, lane, A[kt]);
+  wg::pin<D / 4>(&A[0][0]);
+  wg::fence();
+  wg::mma_rs_zero<64, 0>(&W[0][0], A[0], wg::desc_kmajor<kChunkRows>(sk, 0));
+#pragma unroll
+  for (int kt = 1; kt < D / 16; ++kt) wg::mma_rs<64, 0>(&W[0][0], A[kt], wg::desc_kmajor<kChunkRows>(sk, kt));
+  wg::mma_rs_zero<D, 0>(&Y[0][0], A[0], wg::desc_kmajor<D>(sh, 0));
+#pragma unroll
+  for (int kt = 1; kt < D / 16; ++kt) wg::mma_rs<D, 0>(&Y[0][0], A[kt], wg::desc_kmajor<D>(sh, kt));
+  wg::commit();
+  wg::wait<0>();
+  wg::pin<32>(&W[0][0]);
+  wg::pin<D / 2>(&Y[0][0]);
+  wg::pin<D / 4>(&A[0][0]);
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = m0 + r + (e >= 2 ? 8 : 0), col = 8 * j + 2 * c + (e & 1);
+      w2[row * kPadC + col] = W[j][e] * W[j][e];
+    }
+  float acc0 = 0.f, acc1 = 0.f;
+#pragma unroll
+  for (int kt = 0; kt < D / 16; ++kt) {
+    // A[kt] = {K[r][16kt+2c..], K[r+8][16kt+2c..], K[r][16kt+8+2c..], K[r+8][16kt+8+2c..]}
+    const float* y0 = Y[2 * kt];
+    const float* y1 = Y[2 * kt + 1];
+    acc0 += y0[0] * tiling::bf16_lo(A[kt][0]) + y0[1] * tiling::bf16_hi(A[kt][0]);
+    acc1 += y0[2] * tiling::bf16_lo(A[kt][1]) + y0[3] * tiling::bf16_hi(A[kt][1]);
+    acc0 += y1[0] * tiling::bf16_lo(A[kt][2]) + y1[1] * tiling::bf16_hi(A[kt][2]);
+    acc1 += y1[2] * tiling::bf16_lo(A[kt][3]) + y1[3] * tiling::bf16_hi(A[kt][3]);
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o <<= 1) {
+    acc0 += __shfl_xor_sync(0xffffffffu, acc0, o);
+    acc1 += __shfl_xor_sync(0xffffffffu, acc1, o);
+  }
+  if (c == 0) {
+    p[m0 + r] = acc0;
+    p[m0 + r + 8] = acc1;
   }
 }
 

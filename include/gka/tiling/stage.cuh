@@ -22,7 +22,8 @@ namespace tiling {
 template <int Rows, int Cols, int kThreads, bool kLo>
 GKA_DEVICE inline float stage_state_tile(const float* __restrict__ src, uint8_t* hi, uint8_t* lo, int tid) {
   constexpr int kPer = Rows * Cols / 4 / kThreads;  // float4 per thread
-  constexpr int kBatch = kPer < 8 ? kPer : 8;
+  // 16 loads in flight per thread: two L2 round trips for a 128 x 128 state instead of four.
+  constexpr int kBatch = kPer < 16 ? kPer : 16;
   static_assert(kPer % kBatch == 0, "tile size must divide into batches");
   float ss = 0.f;
 #pragma unroll 1
@@ -72,7 +73,7 @@ GKA_DEVICE inline void stage_token_tile_typed(const TokenTensor& tt, int64_t b, 
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       const int i = tid + (b0 + u) * kThreads, t = i / kUnitsPerRow, cu = i % kUnitsPerRow;
-      const float s = t < len ? scale[t] : 0.f;
+      const float s = t < len ? (scale != nullptr ? scale[t] : 1.f) : 0.f;
       const T* e = reinterpret_cast<const T*>(&raw[u]);
       uint32_t vh[kEl / 2], vl[kEl / 2];
 #pragma unroll
@@ -93,6 +94,49 @@ GKA_DEVICE inline void stage_token_tile_typed(const TokenTensor& tt, int64_t b, 
 
 // The same with the element type known at compile time (T must be tt's dtype).
 using detail::stage_token_tile_typed;
+
+// N bf16 token tiles (same token range, one head each) in one batch: all N * Rows * Cols / 8 /
+// kThreads 16-byte loads are issued before the first store, so the tiles cost one memory round
+// trip, not N. scale[n] == nullptr means 1. Single bf16 only (no lo tile).
+template <int N, int Rows, int Cols, int kThreads>
+GKA_DEVICE inline void stage_bf16_token_tiles(const TokenTensor* const (&tt)[N], const int64_t (&head)[N], int64_t b,
+                                              int64_t t0, int len, const float* const (&scale)[N],
+                                              uint8_t* const (&dst)[N], int tid) {
+  constexpr int kUnitsPerRow = Cols / 8;
+  constexpr int kPer = Rows * kUnitsPerRow / kThreads;
+  static_assert(kThreads % kUnitsPerRow == 0, "a thread keeps its 16-byte column across batches");
+  constexpr int kRowStep = kThreads / kUnitsPerRow;  // token rows between a thread's loads
+  uint4 raw[N][kPer];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    // one row address per tile, then a stride: cheap address code (the prologue is fetch bound)
+    const int t_first = tid / kUnitsPerRow, cu = tid % kUnitsPerRow;
+    const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(tt[n]->data) +
+                               tt[n]->offset(b, t0 + t_first, head[n]) + cu * 8;
+    const int64_t step = kRowStep * tt[n]->stride_token;
+#pragma unroll
+    for (int u = 0; u < kPer; ++u)
+      raw[n][u] = t_first + u * kRowStep < len ? __ldg(reinterpret_cast<const uint4*>(src + u * step))
+                                               : make_uint4(0u, 0u, 0u, 0u);
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int i = tid + u * kThreads, t = i / kUnitsPerRow, cu = i % kUnitsPerRow;
+      const uint32_t off = SwizzledTile<Cols, Rows>::offset(t, cu * 8);
+      if (scale[n] == nullptr) {  // raw copy: exact
+        *reinterpret_cast<uint4*>(dst[n] + off) = raw[n][u];
+        continue;
+      }
+      const float s = t < len ? scale[n][t] : 0.f;
+      const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&raw[n][u]);
+      uint32_t vh[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) vh[q] = pack_bf16(__bfloat162float(e[2 * q]) * s, __bfloat162float(e[2 * q + 1]) * s);
+      *reinterpret_cast<uint4*>(dst[n] + off) = make_uint4(vh[0], vh[1], vh[2], vh[3]);
+    }
+}
 
 // Rows tokens (t0 + 0 .. len-1 valid, the rest zero) x Cols of a token tensor, each token scaled by
 // scale[t] -> bf16 hi [lo]. Token vectors are 16-byte aligned (host validation).
