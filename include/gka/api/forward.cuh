@@ -79,6 +79,8 @@ inline int solve_smem_bytes(int64_t D, bool split) {
 }
 
 inline int scan_smem_bytes(int64_t D, DType t) {
+  if (t == DType::kBF16)  // the bf16 fast path; the 64-row tile is the larger
+    return D == 64 ? kernels::ScanMmaSmem<64, 64>::kBytes : kernels::ScanMmaSmem<128, 64>::kBytes;
   const int es = dtype_size(t);
   return 2 * 2 * kernels::kScanChunk * (static_cast<int>(D) * es + 16) + 5 * kernels::kScanChunk * 4;
 }
@@ -92,6 +94,31 @@ inline Result launch_scan(const kernels::StateScanParams& p, int64_t num_seqs, c
   const dim3 grid(static_cast<unsigned>(num_seqs * p.heads_q), 2, D / 64);
   kern<<<grid, kernels::kScanThreads, smem, stream>>>(p);
   return cuda_result(cudaGetLastError(), "state_scan_kernel launch");
+}
+
+template <int D, int kRows>
+inline Result launch_scan_mma(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
+  auto kern = kernels::state_scan_mma_kernel<D, kRows>;
+  const int smem = kernels::ScanMmaSmem<D, kRows>::kBytes;
+  GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+                                  "state_scan_mma_kernel: cudaFuncSetAttribute"));
+  const dim3 grid(static_cast<unsigned>(num_seqs * p.heads_q), 2, D / kRows);
+  kern<<<grid, kernels::kScanThreads, smem, stream>>>(p);
+  return cuda_result(cudaGetLastError(), "state_scan_mma_kernel launch");
+}
+
+// bf16 scan: 64-row state tiles, or 32-row tiles (twice the CTAs, each redoing the operand
+// preparation) when the 64-row grid would leave at least half the SMs idle. Measured on H200
+// (2 x 16 heads x 2 states x 2 tiles = 128 CTAs): 64-row tiles are still the faster there.
+template <int D>
+inline Result launch_scan_bf16(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
+  int dev = 0, sms = 0;
+  GKA_RETURN_IF_ERROR(cuda_result(cudaGetDevice(&dev), "cudaGetDevice"));
+  GKA_RETURN_IF_ERROR(cuda_result(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
+                                  "cudaDeviceGetAttribute"));
+  const int64_t ctas64 = num_seqs * p.heads_q * 2 * (D / 64);
+  if (ctas64 * 2 <= sms) return launch_scan_mma<D, 32>(p, num_seqs, stream);
+  return launch_scan_mma<D, 64>(p, num_seqs, stream);
 }
 
 template <int D, bool kSplit>
@@ -220,8 +247,8 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   Result r;
   switch (in.q.dtype) {
     case DType::kBF16:
-      r = s.head_dim == 64 ? detail::launch_scan<__nv_bfloat16, 64, false>(sp, nseq, stream)
-                           : detail::launch_scan<__nv_bfloat16, 128, false>(sp, nseq, stream);
+      r = s.head_dim == 64 ? detail::launch_scan_bf16<64>(sp, nseq, stream)
+                           : detail::launch_scan_bf16<128>(sp, nseq, stream);
       break;
     case DType::kFP16:
       r = s.head_dim == 64 ? detail::launch_scan<__half, 64, true>(sp, nseq, stream)

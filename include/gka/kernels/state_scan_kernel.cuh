@@ -179,5 +179,254 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
   }
 }
 
+
+// ---- bf16 fast path ------------------------------------------------------------------------------
+// The same scan for bf16 inputs (single operand policy), with the per-chunk operands prepared once
+// per CTA in shared memory instead of element by element in every warp: the decayed keys of this
+// CTA's kRows state rows are split into bf16 hi + lo tiles [token][row], the values are the raw tile
+// [token][col] (transformed in place only when l2norm / beta are fused), and every MMA operand then
+// comes from one ldmatrix.trans. Element values, MMA order and accumulator layout are those of
+// state_scan_kernel, so the results are bitwise the same (checked on H200). The old kernel was
+// bound by per-chunk instruction issue and by its 32-byte-piece stores, not by DRAM bandwidth.
+// kRows = 32 doubles the CTAs per (sequence, head) for batches too small to fill the device.
+//
+// Grid: (num_seqs * H_q, 2 [H, S], D / kRows). Block: 256 threads; warp w owns state rows
+// 16 (w % (kRows/16)).. of the tile and the (w / (kRows/16))-th slice of D * kRows / 128 columns.
+template <int D, int kRows>
+struct ScanMmaSmem {
+  static constexpr int kRawPitch = D * 2 + 16;         // bytes per token row; conflict-free ldmatrix
+  static constexpr int kRawTile = kScanChunk * kRawPitch;
+  static constexpr int kOpPitch = kRows * 2 + 16;      // [token][row] split key tiles
+  static constexpr int kOpTile = kScanChunk * kOpPitch;
+  static constexpr int kOpBase = 2 * 2 * kRawTile;      // [stage][keys, values]
+  // per-warp fp32 staging of 8 state rows for coalesced stores; +8 floats: conflict-free float2 writes
+  static constexpr int kCols = D * kRows / 128;  // columns per warp
+  static constexpr int kStagePitch = kCols + 8;
+  static constexpr int kStageBase = kOpBase + 2 * kOpTile;  // hi, lo
+  static constexpr int kScalars = kStageBase + 8 * 8 * kStagePitch * 4;
+  static constexpr int kBytes = kScalars + 5 * kScanChunk * 4;
+};
+
+template <int D, int kRows>
+__global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanParams p) {
+  using Smem = ScanMmaSmem<D, kRows>;
+  using Tin = __nv_bfloat16;
+  constexpr int kWm = kRows / 16;           // warps along rows
+  constexpr int kCols = Smem::kCols;         // columns per warp
+  constexpr int NT = kCols / 8;
+  static_assert(NT % 2 == 0, "B fragments are loaded two n8 tiles at a time");
+  extern __shared__ __align__(128) uint8_t smem[];
+  uint8_t* op_hi = smem + Smem::kOpBase;
+  uint8_t* op_lo = op_hi + Smem::kOpTile;
+  float* gates = reinterpret_cast<float*>(smem + Smem::kScalars);
+  float* key_decay = gates + kScanChunk;
+  float* key_scale = key_decay + kScanChunk;
+  float* val_scale = key_scale + kScanChunk;
+  float* misc = val_scale + kScanChunk;  // [0] = chunk decay
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q, hk = h / p.group;
+  const bool is_s = blockIdx.y == 1;
+  const int tile_row0 = blockIdx.z * kRows;
+  const int m0 = 16 * (warp % kWm);          // first row of this warp inside the tile
+  const int row0 = tile_row0 + m0;           // ... in the state
+  const int col0 = (warp / kWm) * kCols;
+  const tiling::SeqEntry se = p.geo.sequence(seq);
+  const int64_t nchunks = (se.len + kScanChunk - 1) / kScanChunk;
+  const gating::Gate gate = is_s ? p.gate_s : p.gate_h;
+  const StateTensor init = is_s ? p.s0 : p.h0;
+  const StateTensor fin = is_s ? p.st : p.ht;
+  float* states = is_s ? p.states_s : p.states_h;
+  const TokenTensor& vt = is_s ? p.v : p.k;
+  const bool scaled = p.l2norm_k || p.use_beta;
+  const int r = lane >> 2, c = lane & 3;
+
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = row0 + r + (e >= 2 ? 8 : 0), col = col0 + 8 * j + 2 * c + (e & 1);
+      acc[j][e] = (init.data != nullptr)
+                      ? static_cast<const float*>(init.data)[init.offset(seq, h) + row * init.stride_row + col]
+                      : 0.f;
+    }
+
+  const uint8_t* kbase = static_cast<const uint8_t*>(p.k.data) +
+                         (se.b * p.k.stride_batch + hk * p.k.stride_head) * sizeof(Tin);
+  const uint8_t* vbase = static_cast<const uint8_t*>(vt.data) +
+                         (se.b * vt.stride_batch + hk * vt.stride_head) * sizeof(Tin);
+  const int64_t kstride = p.k.stride_token * sizeof(Tin), vstride = vt.stride_token * sizeof(Tin);
+  auto chunk_valid = [&](int64_t n) {
+    return static_cast<int>(se.len - n * kScanChunk < kScanChunk ? se.len - n * kScanChunk : kScanChunk);
+  };
+  auto issue = [&](int64_t n) {
+    const int64_t t0 = se.t0 + n * kScanChunk;
+    const int valid = chunk_valid(n);
+    uint8_t* st = smem + (n & 1) * 2 * Smem::kRawTile;
+    tiling::load_rows_async(st, Smem::kRawPitch, kbase + t0 * kstride, kstride, D * 2, kScanChunk, valid, tid,
+                            kScanThreads);
+    if (is_s)
+      tiling::load_rows_async(st + Smem::kRawTile, Smem::kRawPitch, vbase + t0 * vstride, vstride, D * 2,
+                              kScanChunk, valid, tid, kScanThreads);
+    tiling::cp_async_commit();
+  };
+  // Gates of the next chunk are loaded one iteration ahead (warp 0), off the per-chunk critical path.
+  float g_next[2] = {0.f, 0.f};
+  auto load_gates = [&](int64_t n) {
+    const int valid = chunk_valid(n);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int t = lane + 32 * q;
+      g_next[q] = t < valid ? gate.at(se.b, se.t0 + n * kScanChunk + t, h) : 0.f;
+    }
+  };
+  if (nchunks > 0) issue(0);
+  if (warp == 0 && nchunks > 0) load_gates(0);
+  if (!scaled && tid < kScanChunk) {  // unit scales, written once
+    key_scale[tid] = 1.f;
+    val_scale[tid] = 1.f;
+  }
+
+  // One barrier pair per chunk: (A) raw tile + gates of chunk n ready and every warp done with chunk
+  // n-1's MMA (so its stage and the operand tiles may be overwritten); (B) operand tiles ready. The
+  // chunk decay and the key decays are read before (B): warp 0 rewrites them before the next (A).
+  for (int64_t n = 0; n < nchunks; ++n) {
+    const int64_t t0 = se.t0 + n * kScanChunk;
+    const int valid = chunk_valid(n);
+    tiling::cp_async_wait<0>();
+    // gates: chunk-local cumsum, decays from differences only
+    if (warp == 0) {
+      gates[lane] = g_next[0];
+      gates[lane + 32] = g_next[1];
+      if (n + 1 < nchunks) load_gates(n + 1);
+      __syncwarp();
+      gating::warp_cumsum64(gates, valid, lane);
+      __syncwarp();
+      const float last = gates[valid - 1];
+      for (int t = lane; t < kScanChunk; t += 32)
+        key_decay[t] = t < valid ? gating::decay(last, gates[t]) : 0.f;
+      if (lane == 0) misc[0] = __expf(last);
+    }
+    __syncthreads();  // (A)
+    if (n + 1 < nchunks) issue(n + 1);  // overlaps everything below
+    uint8_t* st = smem + (n & 1) * 2 * Smem::kRawTile;
+    uint8_t* vals = is_s ? st + Smem::kRawTile : st;
+    if (scaled) {  // uniform branch: per-token scales of the fused transforms, 8 tokens per warp
+      for (int t = warp; t < kScanChunk; t += kScanThreads / 32) {
+        float ss = 0.f;
+        if (p.l2norm_k) {
+          for (int i = lane; i < D; i += 32) {
+            const float x = __bfloat162float(*reinterpret_cast<const Tin*>(st + t * Smem::kRawPitch + 2 * i));
+            ss += x * x;
+          }
+#pragma unroll
+          for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        }
+        const float b = (p.use_beta && t < valid)
+                            ? gating::load_as_float(p.beta.data, p.beta.dtype, p.beta.offset(se.b, t0 + t, h))
+                            : 0.f;
+        if (lane == 0) {
+          const float ks = gating::fused_scale(p.l2norm_k, ss, p.use_beta, b);
+          key_scale[t] = ks;
+          val_scale[t] = is_s ? gating::fused_scale(false, 0.f, p.use_beta, b) : ks;
+        }
+      }
+      __syncthreads();
+    }
+    // emit the state before this chunk (fp32); the stores drain while the operands are prepared
+    {
+      float* out = states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
+      // through a per-warp staging buffer, 8 rows at a time: every 16-byte store of a warp then
+      // covers whole 128-byte lines (the fragment layout writes 32-byte pieces of 8-16 rows, and the
+      // scan was bound by store instructions / L2 requests rather than by DRAM)
+      float* stage = reinterpret_cast<float*>(smem + Smem::kStageBase) + warp * 8 * Smem::kStagePitch;
+      constexpr int kLanesPerRow = kCols / 4;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+          *reinterpret_cast<float2*>(stage + r * Smem::kStagePitch + 8 * j + 2 * c) =
+              make_float2(acc[j][2 * half], acc[j][2 * half + 1]);
+        __syncwarp();
+#pragma unroll
+        for (int i = lane; i < 8 * kLanesPerRow; i += 32) {
+          const int rr = i / kLanesPerRow, cc = (i % kLanesPerRow) * 4;
+          *reinterpret_cast<float4*>(out + (row0 + 8 * half + rr) * D + col0 + cc) =
+              *reinterpret_cast<const float4*>(stage + rr * Smem::kStagePitch + cc);
+        }
+        __syncwarp();
+      }
+    }
+    const float chunk_decay = misc[0];
+    // decayed keys of this tile's rows, split hi + lo: 8 rows (16 bytes) of one token per item
+    for (int i = tid; i < kScanChunk * kRows / 8; i += kScanThreads) {
+      const int t = i / (kRows / 8), g8 = (i % (kRows / 8)) * 8;
+      const uint4 raw = *reinterpret_cast<const uint4*>(st + t * Smem::kRawPitch + 2 * (tile_row0 + g8));
+      const float kd = key_decay[t], ks = key_scale[t];
+      const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+      uint32_t hi[4], lo[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        tiling::split_bf16(kd * tiling::operand_value<false>(tiling::bf16_lo(w[q]), ks),
+                           kd * tiling::operand_value<false>(tiling::bf16_hi(w[q]), ks), hi[q], lo[q]);
+      *reinterpret_cast<uint4*>(op_hi + t * Smem::kOpPitch + 2 * g8) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+      *reinterpret_cast<uint4*>(op_lo + t * Smem::kOpPitch + 2 * g8) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+    }
+    if (scaled) {  // values as every kernel sees them, in place (the keys above read the raw tile first)
+      __syncthreads();
+      for (int i = tid; i < kScanChunk * D / 8; i += kScanThreads) {
+        const int t = i / (D / 8), g8 = (i % (D / 8)) * 8;
+        uint4* pv = reinterpret_cast<uint4*>(vals + t * Smem::kRawPitch + 2 * g8);
+        const uint4 raw = *pv;
+        const float vs = val_scale[t];
+        const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+        uint32_t o[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+          o[q] = tiling::pack_bf16(tiling::operand_value<false>(tiling::bf16_lo(w[q]), vs),
+                                   tiling::operand_value<false>(tiling::bf16_hi(w[q]), vs));
+        *pv = make_uint4(o[0], o[1], o[2], o[3]);
+      }
+    }
+    __syncthreads();  // (B)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][e] *= chunk_decay;
+    const uint32_t hi_base = tiling::smem_addr(op_hi), lo_base = tiling::smem_addr(op_lo);
+    const uint32_t v_base = tiling::smem_addr(vals);
+    const int li = lane >> 3, lr = lane & 7;
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) {
+      // A[m = row][k = token] from the [token][row] tiles: matrices (k0, m0), (k0, m0+8), (k0+8, m0), (k0+8, m0+8)
+      const uint32_t a_off = (16 * kt + lr + (li >> 1) * 8) * Smem::kOpPitch + 2 * (m0 + (li & 1) * 8);
+      uint32_t ahi[4], alo[4];
+      tiling::ldmatrix_x4_trans(hi_base + a_off, ahi[0], ahi[1], ahi[2], ahi[3]);
+      tiling::ldmatrix_x4_trans(lo_base + a_off, alo[0], alo[1], alo[2], alo[3]);
+#pragma unroll
+      for (int jj = 0; jj < NT / 2; ++jj) {
+        // B[k = token][n = col] for n8 tiles 2jj, 2jj+1: matrices (k0, n0), (k0+8, n0), (k0, n0+8), (k0+8, n0+8)
+        const uint32_t b_off = (16 * kt + lr + (li & 1) * 8) * Smem::kRawPitch + 2 * (col0 + 16 * jj + (li >> 1) * 8);
+        uint32_t b[4];
+        tiling::ldmatrix_x4_trans(v_base + b_off, b[0], b[1], b[2], b[3]);
+        tiling::mma_bf16(acc[2 * jj], ahi, b[0], b[1]);
+        tiling::mma_bf16(acc[2 * jj], alo, b[0], b[1]);
+        tiling::mma_bf16(acc[2 * jj + 1], ahi, b[2], b[3]);
+        tiling::mma_bf16(acc[2 * jj + 1], alo, b[2], b[3]);
+      }
+    }
+  }
+  if ((fin.data != nullptr)) {
+    float* out = static_cast<float*>(fin.data) + fin.offset(seq, h);
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int col = col0 + 8 * j + 2 * c;
+      *reinterpret_cast<float2*>(out + (row0 + r) * fin.stride_row + col) = make_float2(acc[j][0], acc[j][1]);
+      *reinterpret_cast<float2*>(out + (row0 + r + 8) * fin.stride_row + col) = make_float2(acc[j][2], acc[j][3]);
+    }
+  }
+}
+
 }  // namespace kernels
 GKA_NAMESPACE_END
