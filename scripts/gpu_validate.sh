@@ -24,7 +24,8 @@ else
 fi
 
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv 2>&1 || true; } | tee "$OUT/device.txt"
-git -C "$ROOT" rev-parse HEAD 2>/dev/null | tee "$OUT/commit.txt"
+# The device copy of the tree may lack git history: GKA_COMMIT names the commit that was built.
+echo "${GKA_COMMIT:-$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)}" | tee "$OUT/commit.txt"
 
 echo "== GPU tests"
 "$TESTS" -r compact "${GKA_TEST_FILTER:-[gpu]}" 2>&1 | tee "$OUT/tests.log"
