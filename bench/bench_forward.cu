@@ -8,6 +8,8 @@
 // 790 TFLOP/s bf16 ceiling.
 // scan_ms / solve_ms: mean time of the chunk-state scan and of the fused nu + solve + read-out
 // kernel, from an event recorded between them (gka::detail::ForwardProbe).
+// BM_forward_bf16_states: the same with ForwardArgs::chunk_state_dtype = bf16 (half the H-bar /
+// S-bar workspace and its write + read traffic).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -72,7 +74,7 @@ struct Inputs {
   void *q, *k, *v, *alpha, *g, *o;
 };
 
-void run_forward(benchmark::State& state, int64_t T, int num_iter) {
+void run_forward(benchmark::State& state, int64_t T, int num_iter, gka::DType state_dtype = gka::DType::kFP32) {
   const int64_t tokens = 65536, B = tokens / T, H = 16, D = 128;
   const size_t vec = static_cast<size_t>(B * T * H * D), scal = static_cast<size_t>(B * T * H);
   const size_t bytes_per_set = vec * 2 * 3 + scal * 2 + scal * 4;
@@ -108,6 +110,7 @@ void run_forward(benchmark::State& state, int64_t T, int num_iter) {
     a.in.alpha = gka::TokenTensor::contiguous(in[s].alpha, gka::DType::kBF16, T, H, 1);
     a.in.g = gka::TokenTensor::contiguous(in[s].g, gka::DType::kFP32, T, H, 1);
     a.o = gka::TokenTensor::contiguous(o, gka::DType::kBF16, T, H, D);
+    a.chunk_state_dtype = state_dtype;
     return a;
   };
   const size_t ws_bytes = gka::forward_workspace_size(args_for(0));
@@ -170,7 +173,15 @@ void BM_forward(benchmark::State& state) { run_forward(state, state.range(0), 30
 // hot loop, so the difference to r = 30 is the loop's share (TFLOP/s counts the FLOPs of that r).
 void BM_forward_iters(benchmark::State& state) { run_forward(state, state.range(0), static_cast<int>(state.range(1))); }
 
+void BM_forward_bf16_states(benchmark::State& state) { run_forward(state, state.range(0), 30, gka::DType::kBF16); }
+
 BENCHMARK(BM_forward)
+    ->Arg(2048)->Arg(8192)->Arg(32768)
+    ->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(10)->Repetitions(5)->ReportAggregatesOnly(true)
+    ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+
+BENCHMARK(BM_forward_bf16_states)
     ->Arg(2048)->Arg(8192)->Arg(32768)
     ->UseManualTime()->Unit(benchmark::kMillisecond)
     ->Iterations(10)->Repetitions(5)->ReportAggregatesOnly(true)

@@ -64,6 +64,8 @@ struct ForwardArgs {
   StateTensor st;     // out, optional [N,H_q,D,D] fp32 final GLA state
   TokenTensor x;      // out, optional [B,T,H_q,D] the solve x_t (saved for the backward)
   TokenTensor nu;     // out, optional [B,T,H_q] fp32 ||H_t||_F (saved for the backward)
+  // GPU forward only; the reference ignores it (its chunk states stay in its compute type Real).
+  DType chunk_state_dtype = DType::kFP32;  // workspace H̄_n/S̄_n: fp32 (default) or bf16 (half the workspace and traffic)
 };
 
 struct BackwardArgs {

@@ -58,6 +58,8 @@ void require_error(const gka::Result& r, Status expected, const std::string& nam
 TEST_CASE("validate accepts a well-formed forward problem", "[cpu][validation]") {
   ForwardFixture fx;
   REQUIRE(gka::validate(fx.args, Backend::kReference).ok());
+  fx.args.chunk_state_dtype = DType::kBF16;  // accepted (and ignored) by the reference
+  REQUIRE(gka::validate(fx.args, Backend::kReference).ok());
   fx.make_varlen();
   REQUIRE(gka::validate(fx.args, Backend::kReference).ok());
 }
@@ -96,6 +98,8 @@ TEST_CASE("validate names the offending argument for every forward error", "[cpu
   SECTION("k dtype differs from q") { a.in.k.dtype = DType::kBF16; require_error(gka::validate(a, Backend::kReference), Status::kErrorUnsupportedDType, "k: dtype bf16"); }
   SECTION("bf16 gate") { a.in.g.dtype = DType::kBF16; require_error(gka::validate(a, Backend::kReference), Status::kErrorUnsupportedDType, "g: dtype bf16"); }
   SECTION("bf16 final state") { a.ht.dtype = DType::kBF16; require_error(gka::validate(a, Backend::kReference), Status::kErrorUnsupportedDType, "ht: dtype"); }
+  SECTION("fp16 chunk states") { a.chunk_state_dtype = DType::kFP16; require_error(gka::validate(a, Backend::kReference), Status::kErrorUnsupportedDType, "chunk_state_dtype"); }
+  SECTION("fp64 chunk states") { a.chunk_state_dtype = DType::kFP64; require_error(gka::validate(a, Backend::kReference), Status::kErrorUnsupportedDType, "chunk_state_dtype"); }
   SECTION("negative stride") { a.in.v.stride_token = -8; require_error(gka::validate(a, Backend::kReference), Status::kErrorInvalidStride, "v: negative"); }
   SECTION("overlapping output") { a.o.stride_head = 4; require_error(gka::validate(a, Backend::kReference), Status::kErrorInvalidStride, "o: strides"); }
   SECTION("state row stride below D") { a.ht.stride_row = 4; require_error(gka::validate(a, Backend::kReference), Status::kErrorInvalidStride, "ht.stride_row"); }

@@ -65,6 +65,7 @@ struct Case {
   bool cu_int32 = true;
   bool head_major = false;  // q, k, v stored [B, H, T, D] (strided views) instead of [B, T, H, D]
   std::function<void(gka_test::HostProblem&)> mutate;  // edits the random inputs (edge cases)
+  gka::DType state_dtype = gka::DType::kFP32;  // ForwardArgs::chunk_state_dtype (the reference ignores it)
   double tol_o = 1e-2, tol_x = 5e-2, tol_nu = 3e-3, tol_state = 1e-4;
 };
 
@@ -160,6 +161,7 @@ void build(Problem& P, const Case& c, uint64_t seed) {
     a.in.beta = tok(P.beta, dev, T, Hq, 1);
     a.in.h0 = st(P.h0, dev, Hq, D);
     a.in.s0 = st(P.s0, dev, Hq, D);
+    a.chunk_state_dtype = c.state_dtype;
     (dev ? P.dev_args : P.ref_args) = a;
   }
   if (!c.spec.cu_seqlens.empty()) {
@@ -237,7 +239,7 @@ Errors compare(const Problem& P, const std::vector<std::vector<uint8_t>>& h) {
   return e;
 }
 
-void run_case(const Case& c, uint64_t seed, bool graph_check) {
+Errors run_case(const Case& c, uint64_t seed, bool graph_check) {
   Problem P;
   build(P, c, seed);
   DevOut out;
@@ -261,7 +263,8 @@ void run_case(const Case& c, uint64_t seed, bool graph_check) {
   CUDA_OK(cudaGetLastError());
   const auto first = download_all(out);
   const Errors e = compare(P, first);
-  std::printf("ERR| %-44s | %-4s | o %.3e | x %.3e | nu %.3e | H_T %.3e | S_T %.3e\n", c.name.c_str(),
+  const std::string label = c.name + (c.state_dtype == gka::DType::kBF16 ? " [bf16 states]" : "");
+  std::printf("ERR| %-44s | %-4s | o %.3e | x %.3e | nu %.3e | H_T %.3e | S_T %.3e\n", label.c_str(),
               gka::dtype_name(c.dtype), e.o, e.x, e.nu, e.ht, e.st);
   std::fflush(stdout);
   CHECK(e.o <= c.tol_o);
@@ -295,6 +298,7 @@ void run_case(const Case& c, uint64_t seed, bool graph_check) {
     CUDA_OK(cudaGraphDestroy(graph));
   }
   CUDA_OK(cudaStreamDestroy(stream));
+  return e;
 }
 
 gka_test::ProblemSpec spec(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D) {
@@ -403,6 +407,75 @@ TEST_CASE("forward: varlen, GQA, iteration counts, fused inputs", "[gpu][forward
   }
 }
 
+// ForwardArgs::chunk_state_dtype = bf16: H-bar / S-bar stored in bf16 (round to nearest from the
+// fp32 scan accumulators). Each case runs twice on the same inputs, fp32 states then bf16 states, so
+// the ERR lines show what storing the states in bf16 costs.
+// Tolerances (against the float64 reference):
+//  - o: bf16 rounding of S-bar (relative 2^-9 per element, independent) enters o through q~ S-bar;
+//    the cost is bounded by 5e-3 over the fp32-states error (checked directly below). bf16 inputs
+//    keep their 1e-2 bound. fp32 / fp16 inputs cannot reach their 1e-4 fp32-states target with
+//    bf16 S-bar, so they get the bf16 bound 1e-2.
+//  - x: the solve now sees H-bar with 8 significant bits, the operand precision of the bf16 policy
+//    (which already rounds H-bar to bf16 hi), so every input dtype gets the bf16 bound 5e-2.
+//  - nu: T1 = ||H-bar||^2 and k^T H-bar k are sums over D^2 independently rounded entries; the bf16
+//    bound 3e-3 applies to every input dtype.
+//  - H_T / S_T: computed from the fp32 accumulators, never from the stored states: unchanged bounds.
+TEST_CASE("forward: bf16 chunk states", "[gpu][forward][bf16states]") {
+  using gka::DType;
+  std::vector<Case> cases;
+  auto bf16_states = [](Case c) {
+    c.state_dtype = DType::kBF16;
+    c.tol_o = 1e-2;
+    c.tol_x = 5e-2;
+    c.tol_nu = 3e-3;
+    return c;
+  };
+  {
+    auto s = spec(2, 300, 2, 2, 128); s.separate_f = true; s.h0 = s.s0 = true;
+    cases.push_back(mk("B2 T300 H2 D128 f!=g h0 s0", s, DType::kBF16));
+  }
+  {
+    auto s = spec(1, 333, 2, 2, 128); s.cu_seqlens = {0, 5, 69, 200, 333}; s.h0 = s.s0 = true; s.separate_f = true;
+    cases.push_back(mk("varlen int32 [5,64,131,133] D128 h0 s0", s, DType::kBF16));
+  }
+  {
+    auto s = spec(1, 257, 4, 1, 64); s.cu_seqlens = {0, 1, 130, 257}; s.h0 = s.s0 = true;
+    Case c = mk("varlen int64 [1,129,127] GQA 4/1 D64", s, DType::kBF16);
+    c.cu_int32 = false;
+    cases.push_back(c);
+  }
+  {
+    auto s = spec(1, 300, 2, 2, 128); s.separate_f = true; s.h0 = s.s0 = true;
+    cases.push_back(mk("B1 T300 H2 D128 f!=g h0 s0", s, DType::kFP32));
+  }
+  {
+    auto s = spec(2, 150, 2, 2, 64); s.h0 = s.s0 = true;
+    cases.push_back(mk("B2 T150 H2 D64 h0 s0", s, DType::kFP16));
+  }
+  uint64_t seed = 400;
+  for (const Case& c : cases) {
+    SECTION(c.name + " " + gka::dtype_name(c.dtype)) {
+      const Errors e32 = run_case(c, seed, false);
+      const Errors e16 = run_case(bf16_states(c), seed, c.spec.T == 300 || !c.spec.cu_seqlens.empty());
+      CHECK(e16.o <= e32.o + 5e-3);  // the cost of storing the chunk states in bf16
+    }
+    ++seed;
+  }
+}
+
+TEST_CASE("forward: bf16 chunk states halve the workspace's state arrays", "[gpu][forward][bf16states]") {
+  gka::ForwardArgs a;
+  a.shape.batch = 2;
+  a.shape.seqlen = 4096;
+  a.shape.heads_q = a.shape.heads_kv = 4;
+  a.shape.head_dim = 128;
+  const size_t ws32 = gka::forward_workspace_size(a);
+  a.chunk_state_dtype = gka::DType::kBF16;
+  const size_t ws16 = gka::forward_workspace_size(a);
+  CHECK(ws32 == 2 * ws16);  // dense: the workspace is exactly the two state arrays
+  CHECK(ws16 == static_cast<size_t>(2 * 2 * (4096 / 64) * 4 * 128 * 128 * 2));
+}
+
 TEST_CASE("forward: extreme gates, zero keys, strided inputs", "[gpu][forward][edge]") {
   using gka::DType;
   std::vector<Case> cases;
@@ -492,6 +565,11 @@ TEST_CASE("forward: bad arguments return the right status", "[gpu][forward][args
   {
     gka::ForwardArgs a = good; a.in.g.dtype = gka::DType::kBF16;
     CHECK(gka::forward(a, out.ws.p, ws, nullptr).status == gka::Status::kErrorUnsupportedDType);
+  }
+  {
+    gka::ForwardArgs a = good; a.chunk_state_dtype = gka::DType::kFP16;
+    CHECK(gka::forward(a, out.ws.p, ws, nullptr).status == gka::Status::kErrorUnsupportedDType);
+    CHECK(gka::can_implement(a, 0).status == gka::Status::kErrorUnsupportedDType);
   }
   CUDA_OK(cudaGetLastError());
 }

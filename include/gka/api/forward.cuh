@@ -5,8 +5,8 @@
 //   gka::Result gka::forward(const ForwardArgs&, void* workspace, size_t workspace_bytes, cudaStream_t);
 //
 // forward() validates its arguments on the host (no device memory is read), then enqueues on
-// `stream`: [varlen only] the chunk-table kernel, the chunk-state scan (H-bar and S-bar in fp32, H_T
-// and S_T), and the fused nu + solve + read-out kernel. It allocates nothing and never synchronises,
+// `stream`: [varlen only] the chunk-table kernel, the chunk-state scan (H-bar and S-bar in
+// args.chunk_state_dtype, fp32 by default or bf16; H_T and S_T always fp32), and the fused nu + solve + read-out kernel. It allocates nothing and never synchronises,
 // so it can be captured in a CUDA graph. The workspace is caller-owned, at least
 // forward_workspace_size(args) bytes, 256-byte aligned; its contents need not be initialised.
 #pragma once
@@ -34,7 +34,7 @@ inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 struct ForwardLayout {
   int64_t chunk_bound = 0;
-  size_t states_bytes = 0;  // one of H-bar / S-bar
+  size_t states_bytes = 0;  // one of H-bar / S-bar, in chunk_state_dtype
   size_t off_h = 0, off_s = 0, off_table = 0, off_seqs = 0, total = 0;
 };
 
@@ -42,7 +42,8 @@ inline ForwardLayout forward_layout(const ForwardArgs& a) {
   ForwardLayout L;
   const ProblemShape& s = a.shape;
   L.chunk_bound = tiling::chunk_bound(s.batch, s.seqlen, s.varlen(), s.cu_seqlens.num_seqs, kForwardChunk);
-  L.states_bytes = align_up(static_cast<size_t>(L.chunk_bound) * s.heads_q * s.head_dim * s.head_dim * 4, 256);
+  const size_t es = a.chunk_state_dtype == DType::kBF16 ? 2 : 4;
+  L.states_bytes = align_up(static_cast<size_t>(L.chunk_bound) * s.heads_q * s.head_dim * s.head_dim * es, 256);
   L.off_h = 0;
   L.off_s = L.states_bytes;
   L.off_table = 2 * L.states_bytes;
@@ -85,9 +86,9 @@ inline int scan_smem_bytes(int64_t D, DType t) {
   return 2 * 2 * kernels::kScanChunk * (static_cast<int>(D) * es + 16) + 5 * kernels::kScanChunk * 4;
 }
 
-template <class Tin, int D, bool kSplit>
+template <class Tin, int D, bool kSplit, class TState>
 inline Result launch_scan(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
-  auto kern = kernels::state_scan_kernel<Tin, D, kSplit>;
+  auto kern = kernels::state_scan_kernel<Tin, D, kSplit, TState>;
   const int smem = kernels::ScanSmem<Tin, D>::kBytes;
   GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
                                   "state_scan_kernel: cudaFuncSetAttribute"));
@@ -96,9 +97,9 @@ inline Result launch_scan(const kernels::StateScanParams& p, int64_t num_seqs, c
   return cuda_result(cudaGetLastError(), "state_scan_kernel launch");
 }
 
-template <int D, int kRows>
+template <int D, int kRows, class TState>
 inline Result launch_scan_mma(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
-  auto kern = kernels::state_scan_mma_kernel<D, kRows>;
+  auto kern = kernels::state_scan_mma_kernel<D, kRows, TState>;
   const int smem = kernels::ScanMmaSmem<D, kRows>::kBytes;
   GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
                                   "state_scan_mma_kernel: cudaFuncSetAttribute"));
@@ -110,26 +111,53 @@ inline Result launch_scan_mma(const kernels::StateScanParams& p, int64_t num_seq
 // bf16 scan: 64-row state tiles, or 32-row tiles (twice the CTAs, each redoing the operand
 // preparation) when the 64-row grid would leave at least half the SMs idle. Measured on H200
 // (2 x 16 heads x 2 states x 2 tiles = 128 CTAs): 64-row tiles are still the faster there.
-template <int D>
+template <int D, class TState>
 inline Result launch_scan_bf16(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
   int dev = 0, sms = 0;
   GKA_RETURN_IF_ERROR(cuda_result(cudaGetDevice(&dev), "cudaGetDevice"));
   GKA_RETURN_IF_ERROR(cuda_result(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
                                   "cudaDeviceGetAttribute"));
   const int64_t ctas64 = num_seqs * p.heads_q * 2 * (D / 64);
-  if (ctas64 * 2 <= sms) return launch_scan_mma<D, 32>(p, num_seqs, stream);
-  return launch_scan_mma<D, 64>(p, num_seqs, stream);
+  if (ctas64 * 2 <= sms) return launch_scan_mma<D, 32, TState>(p, num_seqs, stream);
+  return launch_scan_mma<D, 64, TState>(p, num_seqs, stream);
 }
 
-template <int D, bool kSplit>
+// The scan for q's dtype and D, emitting chunk states of type TState.
+template <class TState>
+inline Result launch_scan_any(DType t, int64_t D, const kernels::StateScanParams& p, int64_t num_seqs,
+                              cudaStream_t stream) {
+  switch (t) {
+    case DType::kBF16:
+      return D == 64 ? launch_scan_bf16<64, TState>(p, num_seqs, stream) : launch_scan_bf16<128, TState>(p, num_seqs, stream);
+    case DType::kFP16:
+      return D == 64 ? launch_scan<__half, 64, true, TState>(p, num_seqs, stream)
+                     : launch_scan<__half, 128, true, TState>(p, num_seqs, stream);
+    case DType::kFP32:
+      return D == 64 ? launch_scan<float, 64, true, TState>(p, num_seqs, stream)
+                     : launch_scan<float, 128, true, TState>(p, num_seqs, stream);
+    default: return Result(Status::kErrorUnsupportedDType, "q.dtype");
+  }
+}
+
+template <int D, bool kSplit, class TState>
 inline Result launch_solve(const kernels::SolveReadoutParams& p, int64_t chunk_bound, cudaStream_t stream) {
-  auto kern = kernels::solve_readout_kernel<D, kSplit>;
+  auto kern = kernels::solve_readout_kernel<D, kSplit, TState>;
   const int smem = kernels::SolveSmem<D, kSplit>::kBytes;
   GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
                                   "solve_readout_kernel: cudaFuncSetAttribute"));
   const dim3 grid(static_cast<unsigned>(chunk_bound), static_cast<unsigned>(p.heads_q));
   kern<<<grid, kernels::kSolveThreads, smem, stream>>>(p);
   return cuda_result(cudaGetLastError(), "solve_readout_kernel launch");
+}
+
+template <class TState>
+inline Result launch_solve_any(int64_t D, bool split, const kernels::SolveReadoutParams& p, int64_t chunk_bound,
+                               cudaStream_t stream) {
+  if (D == 64)
+    return split ? launch_solve<64, true, TState>(p, chunk_bound, stream)
+                 : launch_solve<64, false, TState>(p, chunk_bound, stream);
+  return split ? launch_solve<128, true, TState>(p, chunk_bound, stream)
+               : launch_solve<128, false, TState>(p, chunk_bound, stream);
 }
 
 // The split (hi + lo) operand policy: inputs that bf16 cannot hold exactly.
@@ -223,8 +251,10 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   const gating::Gate gate_s = detail::make_gate(in.g);
   const gating::Gate gate_h = in.f.present() ? detail::make_gate(in.f) : gate_s;
   const bool split = detail::split_policy(args);
-  float* states_h = reinterpret_cast<float*>(ws + L.off_h);
-  float* states_s = reinterpret_cast<float*>(ws + L.off_s);
+  void* states_h = ws + L.off_h;
+  void* states_s = ws + L.off_s;
+  // Validated to be fp32 or bf16: one template instantiation each, no branch in the kernels.
+  const bool bf16_states = args.chunk_state_dtype == DType::kBF16;
 
   kernels::StateScanParams sp;
   sp.geo = geo;
@@ -244,22 +274,8 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   sp.states_h = states_h;
   sp.states_s = states_s;
   const int64_t nseq = s.num_states();
-  Result r;
-  switch (in.q.dtype) {
-    case DType::kBF16:
-      r = s.head_dim == 64 ? detail::launch_scan_bf16<64>(sp, nseq, stream)
-                           : detail::launch_scan_bf16<128>(sp, nseq, stream);
-      break;
-    case DType::kFP16:
-      r = s.head_dim == 64 ? detail::launch_scan<__half, 64, true>(sp, nseq, stream)
-                           : detail::launch_scan<__half, 128, true>(sp, nseq, stream);
-      break;
-    case DType::kFP32:
-      r = s.head_dim == 64 ? detail::launch_scan<float, 64, true>(sp, nseq, stream)
-                           : detail::launch_scan<float, 128, true>(sp, nseq, stream);
-      break;
-    default: return Result(Status::kErrorUnsupportedDType, "q.dtype");
-  }
+  Result r = bf16_states ? detail::launch_scan_any<__nv_bfloat16>(in.q.dtype, s.head_dim, sp, nseq, stream)
+                         : detail::launch_scan_any<float>(in.q.dtype, s.head_dim, sp, nseq, stream);
   GKA_RETURN_IF_ERROR(r);
   if (probe != nullptr && probe->after_scan != nullptr)
     GKA_RETURN_IF_ERROR(detail::cuda_result(cudaEventRecord(probe->after_scan, stream), "probe event"));
@@ -286,13 +302,8 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   pp.o = args.o;
   pp.x = args.x;
   pp.nu = args.nu;
-  if (s.head_dim == 64)
-    r = split ? detail::launch_solve<64, true>(pp, L.chunk_bound, stream)
-              : detail::launch_solve<64, false>(pp, L.chunk_bound, stream);
-  else
-    r = split ? detail::launch_solve<128, true>(pp, L.chunk_bound, stream)
-              : detail::launch_solve<128, false>(pp, L.chunk_bound, stream);
-  return r;
+  return bf16_states ? detail::launch_solve_any<__nv_bfloat16>(s.head_dim, split, pp, L.chunk_bound, stream)
+                     : detail::launch_solve_any<float>(s.head_dim, split, pp, L.chunk_bound, stream);
 }
 
 GKA_NAMESPACE_END

@@ -276,6 +276,8 @@ inline Result validate(const ForwardArgs& a, Backend b) {
   GKA_RETURN_IF_ERROR(check_token("nu", a.nu, false, B, T, Hq, 1, wide_dtypes(b), b, true));
   GKA_RETURN_IF_ERROR(check_state("ht", a.ht, false, N, Hq, D, wide_dtypes(b), b, true));
   GKA_RETURN_IF_ERROR(check_state("st", a.st, false, N, Hq, D, wide_dtypes(b), b, true));
+  // Checked on both backends so that one ForwardArgs is valid everywhere; the reference ignores it.
+  GKA_RETURN_IF_ERROR(check_dtype("chunk_state_dtype", a.chunk_state_dtype, {DType::kFP32, DType::kBF16}));
   return Result::success();
 }
 

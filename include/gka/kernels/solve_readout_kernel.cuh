@@ -9,6 +9,9 @@
 // Policies: kSplit = false (bf16 inputs): bf16 operands, exact for the keys; kSplit = true (fp16 and
 // fp32 inputs, the accuracy path): every B operand and P carried as bf16 hi + lo.
 // The read-out always uses hi/lo splits of q~ and S-bar (q~ is where the read-out cancels).
+// TState: element type of the chunk states in the workspace (float, or __nv_bfloat16 when
+// ForwardArgs::chunk_state_dtype = bf16). bf16 states are exactly their hi part: H-bar's lo tile is
+// zero (the split policy still reads it) and the S-bar lo products are skipped.
 #pragma once
 
 #include <cstdint>
@@ -38,8 +41,8 @@ struct SolveReadoutParams {
   int num_iter = 30;
   float ridge = 0.02f;
   float scale = 1.f;
-  const float* states_h = nullptr;  // [chunk_bound][H_q][D][D]
-  const float* states_s = nullptr;
+  const void* states_h = nullptr;  // [chunk_bound][H_q][D][D] of TState
+  const void* states_s = nullptr;
   TokenTensor o, x, nu;
 };
 
@@ -82,10 +85,11 @@ struct SolveSmem {
   static_assert(kTileKD <= kScratch && kX % 128 == 0, "the q tile lives in the X scratch");
 };
 
-template <int D, bool kSplit>
+template <int D, bool kSplit, class TState = float>
 __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_kernel(SolveReadoutParams p) {
   using Smem = SolveSmem<D, kSplit>;
   using namespace tiling;
+  constexpr bool kStateLo = sizeof(TState) == 4;  // S-bar has a nonzero lo part only for fp32 states
   constexpr bool kWgmma = kSolveWgmma && !kSplit;
   constexpr bool kWgmmaReadout = kWgmma && (GKA_READOUT_WGMMA != 0);
   extern __shared__ __align__(128) uint8_t smem_raw[];
@@ -95,12 +99,14 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
+  const TState* hbar = static_cast<const TState*>(p.states_h) + (cidx * p.heads_q + h) * D * D;
+  const TState* sbar = static_cast<const TState*>(p.states_s) + (cidx * p.heads_q + h) * D * D;
   const int64_t b = p.geo.varlen ? 0 : ce.seq;
   const int len = ce.len;
   const int64_t t0 = ce.t0;
   // Ask L2 for this chunk's operands now: the staging loads below then wait on L2, not HBM.
   {
-    tiling::prefetch_l2_range(p.states_h + (cidx * p.heads_q + h) * D * D, D * D * 4, tid, kSolveThreads);
+    tiling::prefetch_l2_range(hbar, D * D * static_cast<int>(sizeof(TState)), tid, kSolveThreads);
     // one token row per thread (q and v rows: threads 0..63, k rows: 64..127), rolled: short code
     const int t = tid & (kSolveChunk - 1);
     auto prefetch_row = [&](const TokenTensor& tt, int64_t head) {
@@ -174,8 +180,7 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   __syncthreads();
 
   // ---- operand tiles: Hbar (fp32 workspace -> bf16 hi [lo]), K, V ------------------------------
-  float t1 = tiling::stage_state_tile<D, D, kSolveThreads, kSplit>(p.states_h + (cidx * p.heads_q + h) * D * D,
-                                                                    hb_hi, hb_lo, tid);
+  float t1 = tiling::stage_state_tile<D, D, kSolveThreads, kSplit>(hbar, hb_hi, hb_lo, tid);
   if constexpr (kSplit) {
     tiling::stage_token_tile<kSolveChunk, D, kSolveThreads, true>(p.k, b, t0, hk, len, k_scale, k_hi, k_lo, tid);
     tiling::stage_token_tile<kSolveChunk, D, kSolveThreads, true>(p.v, b, t0, hk, len, v_scale, v_hi, v_lo, tid);
@@ -284,7 +289,7 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   };
   load_q(X);
   // S-bar is read only after the solve: have it in L2 by then.
-  tiling::prefetch_l2_range(p.states_s + (cidx * p.heads_q + h) * D * D, D * D * 4, tid, kSolveThreads);
+  tiling::prefetch_l2_range(sbar, D * D * static_cast<int>(sizeof(TState)), tid, kSolveThreads);
   const int r_iter = p.num_iter;
   if (r_iter > 0) {
     solver::RowScalars rs;
@@ -340,7 +345,7 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   // ---- read-out: o = s [Gamma_g o (q~ S-bar) + ((q~ K^T) o L_g) V] --------------------------------
   uint8_t* s_hi = smem + Smem::kHbar;
   uint8_t* s_lo = s_hi + Smem::kTileDD;
-  tiling::stage_state_tile<D, D, kSolveThreads, true>(p.states_s + (cidx * p.heads_q + h) * D * D, s_hi, s_lo, tid);
+  tiling::stage_state_tile<D, D, kSolveThreads, kStateLo>(sbar, s_hi, s_lo, tid);
   if constexpr (kWgmmaReadout) tiling::wg::fence_proxy_async();  // S-bar: thread stores -> wgmma reads
   __syncthreads();
   const uint32_t ss_hi = smem_addr(s_hi), ss_lo = smem_addr(s_lo);
@@ -350,7 +355,7 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
 #pragma unroll
   for (int kt = 0; kt < D / 16; ++kt) acc_to_a_split(X[2 * kt], X[2 * kt + 1], Qh[kt], Ql[kt]);
   if constexpr (kWgmmaReadout) {
-    solver::readout_wg<D>(O, Qh, Ql, ss_hi, ss_lo, sk_hi, sv_hi, G, len, warp, lane);
+    solver::readout_wg<D, kStateLo>(O, Qh, Ql, ss_hi, ss_lo, sk_hi, sv_hi, G, len, warp, lane);
   } else {
 #pragma unroll
     for (int j = 0; j < D / 8; ++j)
@@ -366,9 +371,11 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
         mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
         mma_bf16(O[2 * np], Ql[kt], bq[0], bq[1]);
         mma_bf16(O[2 * np + 1], Ql[kt], bq[2], bq[3]);
-        load_b_kn<D, D>(ss_lo, 16 * np, 16 * kt, lane, bq);
-        mma_bf16(O[2 * np], Qh[kt], bq[0], bq[1]);
-        mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
+        if constexpr (kStateLo) {
+          load_b_kn<D, D>(ss_lo, 16 * np, 16 * kt, lane, bq);
+          mma_bf16(O[2 * np], Qh[kt], bq[0], bq[1]);
+          mma_bf16(O[2 * np + 1], Qh[kt], bq[2], bq[3]);
+        }
       }
     {
       const float g0 = __expf(G[row_a]), g1 = __expf(G[row_b]);

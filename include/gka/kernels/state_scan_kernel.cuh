@@ -1,6 +1,9 @@
 // gka/kernels/state_scan_kernel.cuh: the inter-chunk scan (spec 3.2) for H (keys k, values k,
 // decay f) and S (keys k, values v, decay g). Emits the fp32 state before every chunk into the
 // workspace and the final state H_T / S_T.
+// TState: the element type of the emitted chunk states (ForwardArgs::chunk_state_dtype), float or
+// __nv_bfloat16 (rounded to nearest from the fp32 accumulators). The scan itself and H_T / S_T are
+// fp32 either way, so bf16 chunk states do not accumulate rounding across chunks.
 //
 // Grid: (num_seqs * H_q, 2 [H, S], D / 64 row tiles). Block: 256 threads, 8 warps; warp w owns rows
 // 16 (w % 4).. of the 64-row tile and columns (w / 4) * D/2 ... Token tiles arrive by cp.async into
@@ -26,9 +29,16 @@ struct StateScanParams {
   gating::Gate gate_h, gate_s;
   bool l2norm_k = false, use_beta = false;
   StateTensor h0, s0, ht, st;
-  float* states_h = nullptr;  // [chunk_bound][H_q][D][D]
-  float* states_s = nullptr;
+  void* states_h = nullptr;  // [chunk_bound][H_q][D][D] of TState
+  void* states_s = nullptr;
 };
+
+// Two adjacent fp32 accumulator values -> TState at dst (4- or 8-byte aligned store).
+template <class TState>
+GKA_DEVICE inline void store_state2(TState* dst, float a, float b) {
+  if constexpr (sizeof(TState) == 4) *reinterpret_cast<float2*>(dst) = make_float2(a, b);
+  else *reinterpret_cast<uint32_t*>(dst) = tiling::pack_bf16(a, b);
+}
 
 constexpr int kScanThreads = 256;
 constexpr int kScanChunk = 64;
@@ -42,7 +52,7 @@ struct ScanSmem {
   static constexpr int kBytes = kScalars + 5 * kScanChunk * 4;
 };
 
-template <class Tin, int D, bool kSplit>
+template <class Tin, int D, bool kSplit, class TState = float>
 __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParams p) {
   using Smem = ScanSmem<Tin, D>;
   constexpr int NT = D / 16;  // n8 tiles per warp (D/2 columns)
@@ -64,7 +74,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
   const gating::Gate gate = is_s ? p.gate_s : p.gate_h;
   const StateTensor init = is_s ? p.s0 : p.h0;
   const StateTensor fin = is_s ? p.st : p.ht;
-  float* states = is_s ? p.states_s : p.states_h;
+  TState* states = static_cast<TState*>(is_s ? p.states_s : p.states_h);
   const TokenTensor& vt = is_s ? p.v : p.k;
   const int r = lane >> 2, c = lane & 3;
 
@@ -153,14 +163,14 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
         val_scale[t] = is_s ? gating::fused_scale(false, 0.f, p.use_beta, b) : key_scale[t];
       }
     }
-    // emit the state before this chunk (fp32)
+    // emit the state before this chunk (TState)
     {
-      float* out = states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
+      TState* out = states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int col = col0 + 8 * j + 2 * c;
-        *reinterpret_cast<float2*>(out + (row0 + r) * D + col) = make_float2(acc[j][0], acc[j][1]);
-        *reinterpret_cast<float2*>(out + (row0 + r + 8) * D + col) = make_float2(acc[j][2], acc[j][3]);
+        store_state2(out + (row0 + r) * D + col, acc[j][0], acc[j][1]);
+        store_state2(out + (row0 + r + 8) * D + col, acc[j][2], acc[j][3]);
       }
     }
     __syncthreads();
@@ -207,7 +217,7 @@ struct ScanMmaSmem {
   static constexpr int kBytes = kScalars + 5 * kScanChunk * 4;
 };
 
-template <int D, int kRows>
+template <int D, int kRows, class TState = float>
 __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanParams p) {
   using Smem = ScanMmaSmem<D, kRows>;
   using Tin = __nv_bfloat16;
@@ -236,7 +246,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
   const gating::Gate gate = is_s ? p.gate_s : p.gate_h;
   const StateTensor init = is_s ? p.s0 : p.h0;
   const StateTensor fin = is_s ? p.st : p.ht;
-  float* states = is_s ? p.states_s : p.states_h;
+  TState* states = static_cast<TState*>(is_s ? p.states_s : p.states_h);
   const TokenTensor& vt = is_s ? p.v : p.k;
   const bool scaled = p.l2norm_k || p.use_beta;
   const int r = lane >> 2, c = lane & 3;
@@ -334,9 +344,9 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
       }
       __syncthreads();
     }
-    // emit the state before this chunk (fp32); the stores drain while the operands are prepared
+    // emit the state before this chunk (TState); the stores drain while the operands are prepared
     {
-      float* out = states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
+      TState* out = states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
       // through a per-warp staging buffer, 8 rows at a time: every 16-byte store of a warp then
       // covers whole 128-byte lines (the fragment layout writes 32-byte pieces of 8-16 rows, and the
       // scan was bound by store instructions / L2 requests rather than by DRAM)
@@ -352,8 +362,10 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
 #pragma unroll
         for (int i = lane; i < 8 * kLanesPerRow; i += 32) {
           const int rr = i / kLanesPerRow, cc = (i % kLanesPerRow) * 4;
-          *reinterpret_cast<float4*>(out + (row0 + 8 * half + rr) * D + col0 + cc) =
-              *reinterpret_cast<const float4*>(stage + rr * Smem::kStagePitch + cc);
+          const float4 x = *reinterpret_cast<const float4*>(stage + rr * Smem::kStagePitch + cc);
+          TState* dst = out + (row0 + 8 * half + rr) * D + col0 + cc;
+          if constexpr (sizeof(TState) == 4) *reinterpret_cast<float4*>(dst) = x;
+          else *reinterpret_cast<uint2*>(dst) = make_uint2(tiling::pack_bf16(x.x, x.y), tiling::pack_bf16(x.z, x.w));
         }
         __syncwarp();
       }

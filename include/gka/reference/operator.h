@@ -45,6 +45,7 @@ inline SolverParams solver_params(const SolverOptions& o, int64_t D, SolveMethod
 }
 
 // Forward of the whole problem (spec 2, 3, 6, 12). Writes o and, when present, x, nu, ht, st.
+// args.chunk_state_dtype is validated but ignored: every state here is kept in Real.
 template <class Real>
 inline Result forward(const ForwardArgs& args, const ReferenceOptions& ref = {}) {
   GKA_RETURN_IF_ERROR(validate(args, Backend::kReference));

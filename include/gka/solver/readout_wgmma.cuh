@@ -20,7 +20,8 @@ namespace solver {
 
 // s_hi / s_lo: S-bar tiles (D x D), k_hi: keys, v_hi: values (kChunkRows x D), all SW128 and
 // visible to the async proxy. G: chunk-local cumsum of g; rows >= len give zero intra terms.
-template <int D>
+// kSLo = false: S-bar is exactly its hi part (bf16 chunk states), so the Qh S_lo products are skipped.
+template <int D, bool kSLo = true>
 GKA_DEVICE inline void readout_wg(float (&O)[D / 8][4], uint32_t (&Qh)[D / 16][4], uint32_t (&Ql)[D / 16][4],
                                   uint32_t s_hi, uint32_t s_lo, uint32_t k_hi, uint32_t v_hi, const float* G, int len,
                                   int warp, int lane) {
@@ -36,8 +37,10 @@ GKA_DEVICE inline void readout_wg(float (&O)[D / 8][4], uint32_t (&Qh)[D / 16][4
   for (int kt = 1; kt < D / 16; ++kt) wg::mma_rs<D, 1>(&O[0][0], Qh[kt], wg::desc_mnmajor<D>(s_hi, kt));
 #pragma unroll
   for (int kt = 0; kt < D / 16; ++kt) wg::mma_rs<D, 1>(&O[0][0], Ql[kt], wg::desc_mnmajor<D>(s_hi, kt));
+  if constexpr (kSLo) {
 #pragma unroll
-  for (int kt = 0; kt < D / 16; ++kt) wg::mma_rs<D, 1>(&O[0][0], Qh[kt], wg::desc_mnmajor<D>(s_lo, kt));
+    for (int kt = 0; kt < D / 16; ++kt) wg::mma_rs<D, 1>(&O[0][0], Qh[kt], wg::desc_mnmajor<D>(s_lo, kt));
+  }
   wg::commit();
   // intra-chunk scores
   wg::mma_rs_zero<64, 0>(&S[0][0], Qh[0], wg::desc_kmajor<kChunkRows>(k_hi, 0));

@@ -1,5 +1,5 @@
-// gka/tiling/stage.cuh: global -> shared staging of a chunk's operand tiles (fp32 states, token
-// tiles) as bf16 hi [+ lo] in the SW128 layout of SwizzledTile.
+// gka/tiling/stage.cuh: global -> shared staging of a chunk's operand tiles (fp32 or bf16 states,
+// token tiles) as bf16 hi [+ lo] in the SW128 layout of SwizzledTile.
 //
 // Why batched: one CTA owns one chunk and only two CTAs share an SM, so a load loop that waits for
 // each load before issuing the next leaves the SM idle for one memory latency per iteration. Each
@@ -41,6 +41,37 @@ GKA_DEVICE inline float stage_state_tile(const float* __restrict__ src, uint8_t*
       const uint32_t off = SwizzledTile<Cols, Rows>::offset(row, col);
       *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
       if (kLo) *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
+    }
+  }
+  return ss;
+}
+
+// The same from a bf16 state (ForwardArgs::chunk_state_dtype = bf16): hi is the stored value
+// itself and lo is exactly zero (written only when kLo, for kernels that read a lo tile). Returns
+// the sum of squares of the stored values, so T1 = ||H-bar||^2 matches the operand the solve uses.
+template <int Rows, int Cols, int kThreads, bool kLo>
+GKA_DEVICE inline float stage_state_tile(const __nv_bfloat16* __restrict__ src, uint8_t* hi, uint8_t* lo, int tid) {
+  constexpr int kPer = Rows * Cols / 8 / kThreads;  // 16-byte units (8 elements) per thread
+  constexpr int kBatch = kPer < 16 ? kPer : 16;
+  static_assert(kPer % kBatch == 0, "tile size must divide into batches");
+  float ss = 0.f;
+#pragma unroll 1
+  for (int b0 = 0; b0 < kPer; b0 += kBatch) {
+    uint4 x[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) x[u] = __ldg(reinterpret_cast<const uint4*>(src) + tid + (b0 + u) * kThreads);
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = tid + (b0 + u) * kThreads, row = (8 * i) / Cols, col = (8 * i) % Cols;
+      const uint32_t w[4] = {x[u].x, x[u].y, x[u].z, x[u].w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float a = bf16_lo(w[q]), b = bf16_hi(w[q]);
+        ss += a * a + b * b;
+      }
+      const uint32_t off = SwizzledTile<Cols, Rows>::offset(row, col);  // 8 columns stay contiguous
+      *reinterpret_cast<uint4*>(hi + off) = x[u];
+      if (kLo) *reinterpret_cast<uint4*>(lo + off) = make_uint4(0u, 0u, 0u, 0u);
     }
   }
   return ss;
