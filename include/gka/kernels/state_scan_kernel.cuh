@@ -43,6 +43,86 @@ GKA_DEVICE inline void store_state2(TState* dst, float a, float b) {
 constexpr int kScanThreads = 256;
 constexpr int kScanChunk = 64;
 
+// What one scan CTA advances: its (sequence, head), which recurrence (blockIdx.y: 0 = H from
+// (k, k, f), 1 = S from (k, v, g)), where its token rows start, and its initial and final states.
+// Shared by both scan kernels.
+template <class Tin, class TState>
+struct ScanTask {
+  int64_t seq, h, hk;
+  bool is_s;
+  tiling::SeqEntry se;
+  int64_t nchunks;
+  gating::Gate gate;
+  StateTensor init, fin;
+  TState* states;                     // [chunk_bound][H_q][D][D] chunk states of this recurrence
+  const uint8_t *kbase, *vbase;       // first token row of the keys / values of this (sequence, kv head)
+  int64_t kstride, vstride;           // token strides in bytes
+
+  GKA_DEVICE explicit ScanTask(const StateScanParams& p)
+      : seq(blockIdx.x / p.heads_q), h(blockIdx.x % p.heads_q), hk(h / p.group), is_s(blockIdx.y == 1),
+        se(p.geo.sequence(seq)), nchunks((se.len + kScanChunk - 1) / kScanChunk),
+        gate(is_s ? p.gate_s : p.gate_h), init(is_s ? p.s0 : p.h0), fin(is_s ? p.st : p.ht),
+        states(static_cast<TState*>(is_s ? p.states_s : p.states_h)) {
+    const TokenTensor& vt = is_s ? p.v : p.k;
+    kbase = static_cast<const uint8_t*>(p.k.data) + (se.b * p.k.stride_batch + hk * p.k.stride_head) * sizeof(Tin);
+    vbase = static_cast<const uint8_t*>(vt.data) + (se.b * vt.stride_batch + hk * vt.stride_head) * sizeof(Tin);
+    kstride = p.k.stride_token * sizeof(Tin);
+    vstride = vt.stride_token * sizeof(Tin);
+  }
+  // Tokens in chunk n; only the last chunk of a sequence may be partial.
+  GKA_DEVICE int chunk_valid(int64_t n) const {
+    return static_cast<int>(se.len - n * kScanChunk < kScanChunk ? se.len - n * kScanChunk : kScanChunk);
+  }
+  // Warp 0: raw log-gates of chunk n into g (lane t holds tokens t and t + 32), loaded one chunk
+  // ahead so the gather stays off the per-chunk critical path.
+  GKA_DEVICE void prefetch_gates(int64_t n, int lane, float (&g)[2]) const {
+    const int valid = chunk_valid(n);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int t = lane + 32 * q;
+      g[q] = t < valid ? gate.at(se.b, se.t0 + n * kScanChunk + t, h) : 0.f;
+    }
+  }
+  // Warp 0, after gates[] holds the chunk's raw log-gates: chunk-local cumsum, the decay of every
+  // key to the chunk end and the whole chunk's decay, from cumsum differences only (spec 8).
+  GKA_DEVICE static void chunk_decays(float* gates, int valid, int lane, float* key_decay, float* chunk_decay) {
+    __syncwarp();
+    gating::warp_cumsum64(gates, valid, lane);
+    __syncwarp();
+    const float last = gates[valid - 1];
+    for (int t = lane; t < kScanChunk; t += 32) key_decay[t] = t < valid ? gating::decay(last, gates[t]) : 0.f;
+    if (lane == 0) *chunk_decay = __expf(last);
+  }
+  // This thread's accumulator fragment (rows row0 + lane/4 (+8), columns col0 + 8j + 2(lane%4) (+1))
+  // of the initial state, or zeros without h0 / s0.
+  template <int NT>
+  GKA_DEVICE void load_initial(float (&acc)[NT][4], int row0, int col0, int lane) const {
+    const int r = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = row0 + r + (e >= 2 ? 8 : 0), col = col0 + 8 * j + 2 * c + (e & 1);
+        acc[j][e] = (init.data != nullptr)
+                        ? static_cast<const float*>(init.data)[init.offset(seq, h) + row * init.stride_row + col]
+                        : 0.f;
+      }
+  }
+  // The same fragment into the final state H_T / S_T (fp32), when the caller asked for it.
+  template <int NT>
+  GKA_DEVICE void store_final(const float (&acc)[NT][4], int row0, int col0, int lane) const {
+    if (fin.data == nullptr) return;
+    const int r = lane >> 2, c = lane & 3;
+    float* out = static_cast<float*>(fin.data) + fin.offset(seq, h);
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int col = col0 + 8 * j + 2 * c;
+      *reinterpret_cast<float2*>(out + (row0 + r) * fin.stride_row + col) = make_float2(acc[j][0], acc[j][1]);
+      *reinterpret_cast<float2*>(out + (row0 + r + 8) * fin.stride_row + col) = make_float2(acc[j][2], acc[j][3]);
+    }
+  }
+};
+
 template <class Tin, int D>
 struct ScanSmem {
   static constexpr int kPitch = D * static_cast<int>(sizeof(Tin)) + 16;
@@ -64,66 +144,38 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
   float* misc = val_scale + kScanChunk;  // [0] = chunk decay
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q, hk = h / p.group;
-  const bool is_s = blockIdx.y == 1;
+  const ScanTask<Tin, TState> task(p);
+  const int64_t h = task.h;
+  const bool is_s = task.is_s;
   const int row_tile = blockIdx.z;
   const int row0 = row_tile * 64 + 16 * (warp & 3);  // first state row of this warp
   const int col0 = (warp >> 2) * (D / 2);
-  const tiling::SeqEntry se = p.geo.sequence(seq);
-  const int64_t nchunks = (se.len + kScanChunk - 1) / kScanChunk;
-  const gating::Gate gate = is_s ? p.gate_s : p.gate_h;
-  const StateTensor init = is_s ? p.s0 : p.h0;
-  const StateTensor fin = is_s ? p.st : p.ht;
-  TState* states = static_cast<TState*>(is_s ? p.states_s : p.states_h);
-  const TokenTensor& vt = is_s ? p.v : p.k;
+  const tiling::SeqEntry& se = task.se;
+  const int64_t nchunks = task.nchunks;
   const int r = lane >> 2, c = lane & 3;
 
   float acc[NT][4];
-#pragma unroll
-  for (int j = 0; j < NT; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int row = row0 + r + (e >= 2 ? 8 : 0), col = col0 + 8 * j + 2 * c + (e & 1);
-      acc[j][e] = (init.data != nullptr)
-                      ? static_cast<const float*>(init.data)[init.offset(seq, h) + row * init.stride_row + col]
-                      : 0.f;
-    }
+  task.load_initial(acc, row0, col0, lane);
 
-  const uint8_t* kbase = static_cast<const uint8_t*>(p.k.data) +
-                         (se.b * p.k.stride_batch + hk * p.k.stride_head) * sizeof(Tin);
-  const uint8_t* vbase = static_cast<const uint8_t*>(vt.data) +
-                         (se.b * vt.stride_batch + hk * vt.stride_head) * sizeof(Tin);
-  const int64_t kstride = p.k.stride_token * sizeof(Tin), vstride = vt.stride_token * sizeof(Tin);
   auto issue = [&](int64_t n) {
     const int64_t t0 = se.t0 + n * kScanChunk;
-    const int valid = static_cast<int>(se.len - n * kScanChunk < kScanChunk ? se.len - n * kScanChunk : kScanChunk);
+    const int valid = task.chunk_valid(n);
     uint8_t* st = smem + (n & 1) * 2 * Smem::kTile;
-    tiling::load_rows_async(st, Smem::kPitch, kbase + t0 * kstride, kstride, D * sizeof(Tin), kScanChunk,
+    tiling::load_rows_async(st, Smem::kPitch, task.kbase + t0 * task.kstride, task.kstride, D * sizeof(Tin), kScanChunk,
                             valid, tid, kScanThreads);
     if (is_s)
-      tiling::load_rows_async(st + Smem::kTile, Smem::kPitch, vbase + t0 * vstride, vstride, D * sizeof(Tin),
+      tiling::load_rows_async(st + Smem::kTile, Smem::kPitch, task.vbase + t0 * task.vstride, task.vstride, D * sizeof(Tin),
                               kScanChunk, valid, tid, kScanThreads);
     tiling::cp_async_commit();
   };
   if (nchunks > 0) issue(0);
   // Gates of the next chunk are loaded one iteration ahead (warp 0), off the per-chunk critical path.
-  auto chunk_valid = [&](int64_t n) {
-    return static_cast<int>(se.len - n * kScanChunk < kScanChunk ? se.len - n * kScanChunk : kScanChunk);
-  };
   float g_next[2] = {0.f, 0.f};
-  auto load_gates = [&](int64_t n) {
-    const int valid = chunk_valid(n);
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      const int t = lane + 32 * q;
-      g_next[q] = t < valid ? gate.at(se.b, se.t0 + n * kScanChunk + t, h) : 0.f;
-    }
-  };
-  if (warp == 0 && nchunks > 0) load_gates(0);
+  if (warp == 0 && nchunks > 0) task.prefetch_gates(0, lane, g_next);
 
   for (int64_t n = 0; n < nchunks; ++n) {
     const int64_t t0 = se.t0 + n * kScanChunk;
-    const int valid = static_cast<int>(se.len - n * kScanChunk < kScanChunk ? se.len - n * kScanChunk : kScanChunk);
+    const int valid = task.chunk_valid(n);
     if (n + 1 < nchunks) {
       issue(n + 1);
       tiling::cp_async_wait<1>();
@@ -134,14 +186,8 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
     if (warp == 0) {
       gates[lane] = g_next[0];
       gates[lane + 32] = g_next[1];
-      if (n + 1 < nchunks) load_gates(n + 1);
-      __syncwarp();
-      gating::warp_cumsum64(gates, valid, lane);
-      __syncwarp();
-      const float last = gates[valid - 1];
-      for (int t = lane; t < kScanChunk; t += 32)
-        key_decay[t] = t < valid ? gating::decay(last, gates[t]) : 0.f;
-      if (lane == 0) misc[0] = __expf(last);
+      if (n + 1 < nchunks) task.prefetch_gates(n + 1, lane, g_next);
+      task.chunk_decays(gates, valid, lane, key_decay, &misc[0]);
     }
     __syncthreads();  // raw tiles of chunk n visible to all threads
     const uint8_t* st = smem + (n & 1) * 2 * Smem::kTile;
@@ -165,7 +211,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
     }
     // emit the state before this chunk (TState)
     {
-      TState* out = states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
+      TState* out = task.states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int col = col0 + 8 * j + 2 * c;
@@ -178,15 +224,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
                                                 col0, lane);
     __syncthreads();  // the stage may be overwritten by the load issued in the next iteration
   }
-  if ((fin.data != nullptr)) {
-    float* out = static_cast<float*>(fin.data) + fin.offset(seq, h);
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const int col = col0 + 8 * j + 2 * c;
-      *reinterpret_cast<float2*>(out + (row0 + r) * fin.stride_row + col) = make_float2(acc[j][0], acc[j][1]);
-      *reinterpret_cast<float2*>(out + (row0 + r + 8) * fin.stride_row + col) = make_float2(acc[j][2], acc[j][3]);
-    }
-  }
+  task.store_final(acc, row0, col0, lane);
 }
 
 
@@ -235,64 +273,36 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
   float* misc = val_scale + kScanChunk;  // [0] = chunk decay
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q, hk = h / p.group;
-  const bool is_s = blockIdx.y == 1;
+  const ScanTask<__nv_bfloat16, TState> task(p);
+  const int64_t h = task.h;
+  const bool is_s = task.is_s;
   const int tile_row0 = blockIdx.z * kRows;
   const int m0 = 16 * (warp % kWm);          // first row of this warp inside the tile
   const int row0 = tile_row0 + m0;           // ... in the state
   const int col0 = (warp / kWm) * kCols;
-  const tiling::SeqEntry se = p.geo.sequence(seq);
-  const int64_t nchunks = (se.len + kScanChunk - 1) / kScanChunk;
-  const gating::Gate gate = is_s ? p.gate_s : p.gate_h;
-  const StateTensor init = is_s ? p.s0 : p.h0;
-  const StateTensor fin = is_s ? p.st : p.ht;
-  TState* states = static_cast<TState*>(is_s ? p.states_s : p.states_h);
-  const TokenTensor& vt = is_s ? p.v : p.k;
+  const tiling::SeqEntry& se = task.se;
+  const int64_t nchunks = task.nchunks;
   const bool scaled = p.l2norm_k || p.use_beta;
   const int r = lane >> 2, c = lane & 3;
 
   float acc[NT][4];
-#pragma unroll
-  for (int j = 0; j < NT; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int row = row0 + r + (e >= 2 ? 8 : 0), col = col0 + 8 * j + 2 * c + (e & 1);
-      acc[j][e] = (init.data != nullptr)
-                      ? static_cast<const float*>(init.data)[init.offset(seq, h) + row * init.stride_row + col]
-                      : 0.f;
-    }
+  task.load_initial(acc, row0, col0, lane);
 
-  const uint8_t* kbase = static_cast<const uint8_t*>(p.k.data) +
-                         (se.b * p.k.stride_batch + hk * p.k.stride_head) * sizeof(Tin);
-  const uint8_t* vbase = static_cast<const uint8_t*>(vt.data) +
-                         (se.b * vt.stride_batch + hk * vt.stride_head) * sizeof(Tin);
-  const int64_t kstride = p.k.stride_token * sizeof(Tin), vstride = vt.stride_token * sizeof(Tin);
-  auto chunk_valid = [&](int64_t n) {
-    return static_cast<int>(se.len - n * kScanChunk < kScanChunk ? se.len - n * kScanChunk : kScanChunk);
-  };
   auto issue = [&](int64_t n) {
     const int64_t t0 = se.t0 + n * kScanChunk;
-    const int valid = chunk_valid(n);
+    const int valid = task.chunk_valid(n);
     uint8_t* st = smem + (n & 1) * 2 * Smem::kRawTile;
-    tiling::load_rows_async(st, Smem::kRawPitch, kbase + t0 * kstride, kstride, D * 2, kScanChunk, valid, tid,
+    tiling::load_rows_async(st, Smem::kRawPitch, task.kbase + t0 * task.kstride, task.kstride, D * 2, kScanChunk, valid, tid,
                             kScanThreads);
     if (is_s)
-      tiling::load_rows_async(st + Smem::kRawTile, Smem::kRawPitch, vbase + t0 * vstride, vstride, D * 2,
+      tiling::load_rows_async(st + Smem::kRawTile, Smem::kRawPitch, task.vbase + t0 * task.vstride, task.vstride, D * 2,
                               kScanChunk, valid, tid, kScanThreads);
     tiling::cp_async_commit();
   };
   // Gates of the next chunk are loaded one iteration ahead (warp 0), off the per-chunk critical path.
   float g_next[2] = {0.f, 0.f};
-  auto load_gates = [&](int64_t n) {
-    const int valid = chunk_valid(n);
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      const int t = lane + 32 * q;
-      g_next[q] = t < valid ? gate.at(se.b, se.t0 + n * kScanChunk + t, h) : 0.f;
-    }
-  };
   if (nchunks > 0) issue(0);
-  if (warp == 0 && nchunks > 0) load_gates(0);
+  if (warp == 0 && nchunks > 0) task.prefetch_gates(0, lane, g_next);
   if (!scaled && tid < kScanChunk) {  // unit scales, written once
     key_scale[tid] = 1.f;
     val_scale[tid] = 1.f;
@@ -303,20 +313,14 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
   // chunk decay and the key decays are read before (B): warp 0 rewrites them before the next (A).
   for (int64_t n = 0; n < nchunks; ++n) {
     const int64_t t0 = se.t0 + n * kScanChunk;
-    const int valid = chunk_valid(n);
+    const int valid = task.chunk_valid(n);
     tiling::cp_async_wait<0>();
     // gates: chunk-local cumsum, decays from differences only
     if (warp == 0) {
       gates[lane] = g_next[0];
       gates[lane + 32] = g_next[1];
-      if (n + 1 < nchunks) load_gates(n + 1);
-      __syncwarp();
-      gating::warp_cumsum64(gates, valid, lane);
-      __syncwarp();
-      const float last = gates[valid - 1];
-      for (int t = lane; t < kScanChunk; t += 32)
-        key_decay[t] = t < valid ? gating::decay(last, gates[t]) : 0.f;
-      if (lane == 0) misc[0] = __expf(last);
+      if (n + 1 < nchunks) task.prefetch_gates(n + 1, lane, g_next);
+      task.chunk_decays(gates, valid, lane, key_decay, &misc[0]);
     }
     __syncthreads();  // (A)
     if (n + 1 < nchunks) issue(n + 1);  // overlaps everything below
@@ -346,7 +350,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
     }
     // emit the state before this chunk (TState); the stores drain while the operands are prepared
     {
-      TState* out = states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
+      TState* out = task.states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
       // through a per-warp staging buffer, 8 rows at a time: every 16-byte store of a warp then
       // covers whole 128-byte lines (the fragment layout writes 32-byte pieces of 8-16 rows, and the
       // scan was bound by store instructions / L2 requests rather than by DRAM)
@@ -429,15 +433,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
       }
     }
   }
-  if ((fin.data != nullptr)) {
-    float* out = static_cast<float*>(fin.data) + fin.offset(seq, h);
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const int col = col0 + 8 * j + 2 * c;
-      *reinterpret_cast<float2*>(out + (row0 + r) * fin.stride_row + col) = make_float2(acc[j][0], acc[j][1]);
-      *reinterpret_cast<float2*>(out + (row0 + r + 8) * fin.stride_row + col) = make_float2(acc[j][2], acc[j][3]);
-    }
-  }
+  task.store_final(acc, row0, col0, lane);
 }
 
 }  // namespace kernels
