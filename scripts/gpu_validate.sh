@@ -13,7 +13,9 @@ mkdir -p "$OUT"
 BIN="${GKA_BIN_DIR:-}"
 if [ -z "$BIN" ]; then
   BIN="$ROOT/build-gpu"
-  cmake -S "$ROOT" -B "$BIN" -DCMAKE_BUILD_TYPE=Release -DGKA_BUILD_EXAMPLES=OFF > "$OUT/cmake.log" 2>&1 &&
+  # GKA_CUDA_ARCHS (e.g. 90a-real) trims the build to the device at hand; default: sm_80 + sm_90a.
+  cmake -S "$ROOT" -B "$BIN" -DCMAKE_BUILD_TYPE=Release -DGKA_BUILD_EXAMPLES=OFF \
+    ${GKA_CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=$GKA_CUDA_ARCHS} > "$OUT/cmake.log" 2>&1 &&
     cmake --build "$BIN" -j "${GKA_JOBS:-8}" --target gka_gpu_tests gka_bench_forward > "$OUT/build.log" 2>&1 ||
     { echo "build failed, see $OUT/build.log"; tail -30 "$OUT/build.log"; exit 1; }
   TESTS="$BIN/tests/gka_gpu_tests"; BENCH="$BIN/bench/gka_bench_forward"

@@ -3,7 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>

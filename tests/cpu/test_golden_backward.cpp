@@ -8,7 +8,7 @@
 // a second solve (z) and long reverse accumulations, each amplifying rounding by at most
 // kappa(A) <= 51, so ~1e-12 is expected and a wrong term shows up at >= 1e-6.
 // Set GKA_TEST_VERBOSE=1 to print the error of every gradient.
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <cmath>
 #include <cstdint>

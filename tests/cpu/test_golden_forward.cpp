@@ -7,7 +7,7 @@
 // and nothing accumulates across tokens beyond that, so agreement is ~1e-14 in practice and 1e-10
 // leaves room without hiding a wrong formula (a real mistake shows up at >= 1e-6).
 // Set GKA_TEST_VERBOSE=1 to print the error of every case.
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <cmath>
 #include <cstdint>

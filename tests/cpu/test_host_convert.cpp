@@ -1,5 +1,5 @@
 // gka/numeric/host_convert.h: bf16 / fp16 conversions by bit manipulation, and dtype loads/stores.
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <cmath>
 #include <cstdint>

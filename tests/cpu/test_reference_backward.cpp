@@ -6,7 +6,7 @@
 // error O(h^2 |f'''|) ~ 1e-10 and rounding error O(eps |L| / h) ~ 1e-11 relative to the gradient,
 // so a correct gradient agrees to ~1e-8 relative (we measure ~1e-9 or better); a wrong term gives
 // O(1e-2..1). The error is max_i |fd_i - g_i| / max_i |g_i| per gradient tensor.
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <cmath>
 #include <cstdio>

@@ -2,7 +2,7 @@
 // program against the token-by-token one, the Chebyshev solve against the exact solve, and every
 // piece of Args plumbing (varlen, GQA, fusions, strides, dtypes, decode pool) against a plainer
 // equivalent computation. Set GKA_TEST_VERBOSE=1 to print the errors measured.
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <cmath>
 #include <cstdint>

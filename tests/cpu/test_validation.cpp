@@ -1,5 +1,5 @@
 // Every validation error of the public entry points gets its own Status and names the argument.
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <algorithm>
 #include <cstdint>

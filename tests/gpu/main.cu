@@ -1,7 +1,7 @@
 // tests/gpu/main.cu: Catch2 runner of the GPU tests. Without a visible CUDA device it prints a
 // visible SKIPPED line and exits 77, which CTest reports as "Skipped".
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <cstdio>
 #include <cuda_runtime.h>

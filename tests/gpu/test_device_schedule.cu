@@ -1,7 +1,7 @@
 // The Chebyshev scalar schedule is one piece of code for host and device. The device's float32
 // table matches the host's to a few ulp (nvcc contracts 1 - c*w into an FMA, g++ does not, so
 // bitwise equality is not expected) and the float64 table to float32 rounding.
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <cmath>
 #include <vector>

@@ -3,7 +3,7 @@
 // Every output is NaN-poisoned before each launch; final states are checked; two runs must be
 // bitwise equal; a CUDA-graph capture and replay must reproduce them; bad arguments give the right
 // Status. Each configuration prints one "ERR|" line with the relative L2 errors.
-#include <catch2/catch.hpp>
+#include "common/catch.h"
 
 #include <cmath>
 #include <cstdio>
