@@ -58,7 +58,7 @@ fi
   echo "================ summary ================"
   head -2 "$OUT/device.txt" | tail -1
   echo "tests exit code: $TEST_RC   (0 = all passed, 77 = skipped: no device)"
-  grep -E "^(Passed|Failed|test cases)" "$OUT/tests.log" | tail -2
+  grep -E "^(Passed|Failed|All tests passed|test cases)" "$OUT/tests.log" | tail -2  # Catch2 v2 | v3 wording
   echo "-- relative L2 error vs float64 reference"
   grep "^ERR|" "$OUT/tests.log" | sed 's/^ERR| //'
   echo "-- forward, 65,536 tokens x 16 heads, D 128, bf16, r 30 (median of 5 x 10 calls)"
