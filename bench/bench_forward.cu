@@ -1,11 +1,16 @@
 // bench/bench_forward.cu: the CUDA forward at the issue's shape: B*T = 65,536 tokens per call,
 // H = 16, D = 128, bf16, r = 30, C = 64, for T = 2048, 8192, 32768.
 //
-// Timing: CUDA events around each call after warm-up (manual time; Google Benchmark reports the
-// median over repetitions). Inputs are rotated over enough copies (> 2x the 50 MB L2) that a call
-// never finds its inputs in L2 from the previous call. Counters: ms, tokens/s, TFLOP/s by the spec 9
-// count (2.19 MFLOP per token per head at r = 30, D = 128, C = 64) and the fraction of the H200's
-// 790 TFLOP/s bf16 ceiling.
+// Timing: CUDA events around each call (manual time), after 3 warm-up calls per repetition. The
+// events include the host-side validation and launch of the call (a few us; the stream is idle
+// when e0 is recorded). A repetition is the mean of 10 calls; Google Benchmark reports the mean,
+// median, stddev, cv and min over the repetitions. L2: the code rotates over `sets` input copies
+// totalling > 200 MB, but at this shape one set (q, k, v: 3 x 268 MB) already exceeds that, so
+// sets == 1 and nothing rotates; none is needed, since one set plus the 2 GiB workspace is many
+// times the H200's L2 and a call cannot find its inputs there from the previous call. Counters: ms, tokens/s, TFLOP/s by the spec 9
+// count (2.19 MFLOP per token per head at r = 30, D = 128, C = 64) and the fraction of 790 TFLOP/s, the
+// bf16 throughput of a large GEMM on the H200 measured for the design notes (hopper-design.md; the
+// datasheet's dense peak is 989).
 // scan_ms / solve_ms: mean time of the chunk-state scan and of the fused nu + solve + read-out
 // kernel, from an event recorded between them (gka::detail::ForwardProbe).
 // BM_forward_bf16_states: the same with ForwardArgs::chunk_state_dtype = bf16 (half the H-bar /
@@ -15,7 +20,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <random>
 #include <vector>
 
 #include <cuda_bf16.h>

@@ -17,7 +17,7 @@ if [ -z "$BIN" ]; then
   cmake -S "$ROOT" -B "$BIN" -DCMAKE_BUILD_TYPE=Release -DGKA_BUILD_EXAMPLES=OFF \
     ${GKA_CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=$GKA_CUDA_ARCHS} > "$OUT/cmake.log" 2>&1 &&
     cmake --build "$BIN" -j "${GKA_JOBS:-8}" --target gka_gpu_tests gka_bench_forward > "$OUT/build.log" 2>&1 ||
-    { echo "build failed, see $OUT/build.log"; tail -30 "$OUT/build.log"; exit 1; }
+    { echo "configure or build failed, see $OUT/cmake.log and $OUT/build.log"; tail -30 "$OUT/cmake.log" "$OUT/build.log" 2>/dev/null; exit 1; }
   TESTS="$BIN/tests/gka_gpu_tests"; BENCH="$BIN/bench/gka_bench_forward"
 else
   BIN="$(cd "$BIN" && pwd)"
@@ -42,8 +42,9 @@ else
   echo "no benchmark binary at $BENCH" | tee "$OUT/bench.log"; BENCH_RC=1
 fi
 
-# Optional: the README demo (when its binary is in the binary dir) and the FlashAttention-2 /
-# cuDNN anchors through PyTorch SDPA at the same shapes (GKA_SDPA=1; needs torch on the device).
+# Optional: the README demo (only with GKA_BIN_DIR holding gka_demo: the build above turns the
+# examples off) and the FlashAttention-2 / cuDNN anchors through PyTorch SDPA at the same shapes
+# (GKA_SDPA=1; needs torch on the device; its exit code does not enter the script's).
 if [ -x "$BIN/gka_demo" ]; then
   echo "== demo"
   "$BIN/gka_demo" 2>&1 | tee "$OUT/demo.log"
@@ -58,10 +59,11 @@ fi
   echo "================ summary ================"
   head -2 "$OUT/device.txt" | tail -1
   echo "tests exit code: $TEST_RC   (0 = all passed, 77 = skipped: no device)"
-  grep -E "^(Passed|Failed|All tests passed|test cases)" "$OUT/tests.log" | tail -2  # Catch2 v2 | v3 wording
+  grep -E "^(Passed|Failed|All tests passed)" "$OUT/tests.log" | tail -2  # compact reporter, Catch2 v2 | v3 wording
   echo "-- relative L2 error vs float64 reference"
   grep "^ERR|" "$OUT/tests.log" | sed 's/^ERR| //'
-  echo "-- forward, 65,536 tokens x 16 heads, D 128, bf16, r 30 (median of 5 x 10 calls)"
+  echo "-- forward, 65,536 tokens x 16 heads, D 128, bf16 (medians over repetitions of the mean of 10 calls;"
+  echo "   BM_forward: r 30, BM_forward_bf16_states: bf16 chunk states, BM_forward_iters/T/r: r rounds)"
   grep -E "_median" "$OUT/bench.log" | awk '{
       name=$1; ms=$2; line=$0; tf=""; tok=""; fr=""; sc=""; so="";
       if (match(line, /TFLOP\/s=[0-9.]+[kMG]?\/s/)) tf=substr(line, RSTART+8, RLENGTH-8);

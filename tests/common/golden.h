@@ -209,3 +209,14 @@ inline GoldenCases load_golden_cases(const std::string& root, const std::string&
 }
 
 }  // namespace gka_test
+
+// In a TEST_CASE: declares `var`, the golden cases of `kind`; returns with a visible SKIPPED when
+// GKA_CASES_DIR has no index.json, and fails when a listed case cannot be read.
+#define GKA_GOLDEN_CASES_OR_SKIP(var, kind)                                                     \
+  const gka_test::GoldenCases var = gka_test::load_golden_cases(GKA_CASES_DIR, kind);          \
+  if (!var.present) {                                                                         \
+    WARN("SKIPPED: golden cases not found at " << GKA_CASES_DIR << " (set -DGKA_CASES_DIR=...)"); \
+    std::printf("SKIPPED: golden cases not found at %s\n", GKA_CASES_DIR);                    \
+    return;                                                                                   \
+  }                                                                                           \
+  REQUIRE(var.error == "")

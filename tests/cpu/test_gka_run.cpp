@@ -353,7 +353,7 @@ TEST_CASE("gka-run: --dtype casts the inputs before the run", "[cpu][tools]") {
   const double e16 = gka_test::rel_error(load_f64(out / "bf16/o.npy"), want);
   INFO("fp32-rounded inputs: " << e32 << ", bf16-rounded inputs: " << e16);
   CHECK(e32 > 0);  // the inputs really were rounded
-  CHECK(e32 < 1e-4);
+  CHECK(e32 < 1e-5);  // fp32 rounding (6e-8) amplified by kappa(A) <= 51: ~3e-6 (observed 5e-8)
   CHECK(e16 > e32);
   CHECK(e16 < 0.2);
 }

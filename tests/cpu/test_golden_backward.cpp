@@ -66,13 +66,7 @@ gka_test::BackwardOutputs run_case_backward(const gka_test::GoldenCase& c, Loss 
 }  // namespace
 
 TEST_CASE("golden backward: every gradient file of every forward_backward case", "[cpu][reference][backward][golden]") {
-  const gka_test::GoldenCases golden = gka_test::load_golden_cases(GKA_CASES_DIR, "forward_backward");
-  if (!golden.present) {
-    WARN("SKIPPED: golden cases not found at " << GKA_CASES_DIR);
-    std::printf("SKIPPED: golden cases not found at %s\n", GKA_CASES_DIR);
-    return;
-  }
-  REQUIRE(golden.error == "");
+  GKA_GOLDEN_CASES_OR_SKIP(golden, "forward_backward");
   const bool verbose = std::getenv("GKA_TEST_VERBOSE") != nullptr;
   int checked = 0, compared = 0;
   double worst = 0;

@@ -56,12 +56,7 @@ gka_test::ForwardOutputs run_case_forward(const gka_test::GoldenCase& c, Variant
 
 TEST_CASE("golden: reference forward matches the independent float64 implementation "
           "(prints SKIPPED when the cases are absent)", "[cpu][reference][golden]") {
-  const gka_test::GoldenCases golden = gka_test::load_golden_cases(GKA_CASES_DIR, "forward_backward");
-  if (!golden.present) {
-    WARN("SKIPPED: golden cases not found at " << GKA_CASES_DIR << " (set -DGKA_CASES_DIR=...)");
-    return;
-  }
-  REQUIRE(golden.error == "");
+  GKA_GOLDEN_CASES_OR_SKIP(golden, "forward_backward");
   int checked = 0;
   double worst[3] = {0, 0, 0};
   for (const gka_test::GoldenCase& c : golden.cases) {
@@ -89,12 +84,7 @@ TEST_CASE("golden: reference forward matches the independent float64 implementat
 
 TEST_CASE("golden: reference decode matches the independent float64 implementation "
           "(prints SKIPPED when the cases are absent)", "[cpu][reference][golden]") {
-  const gka_test::GoldenCases golden = gka_test::load_golden_cases(GKA_CASES_DIR, "decode");
-  if (!golden.present) {
-    WARN("SKIPPED: golden cases not found at " << GKA_CASES_DIR << " (set -DGKA_CASES_DIR=...)");
-    return;
-  }
-  REQUIRE(golden.error == "");
+  GKA_GOLDEN_CASES_OR_SKIP(golden, "decode");
   int checked = 0;
   double worst = 0;
   for (const gka_test::GoldenCase& c : golden.cases) {

@@ -8,23 +8,27 @@
 #include "gka/numeric/host_convert.h"
 
 TEST_CASE("host_convert: bf16 and fp16 round-trip every bit pattern", "[cpu][reference]") {
-  for (uint32_t bits = 0; bits <= 0xffffu; ++bits) {
-    const uint16_t h = static_cast<uint16_t>(bits);
-    const float b = gka::bf16_bits_to_float(h);
-    if (std::isnan(b)) {
-      CHECK(std::isnan(gka::bf16_bits_to_float(gka::float_to_bf16_bits(b))));
-    } else {
-      CHECK(gka::float_to_bf16_bits(b) == h);
-      CHECK(gka::double_to_bf16_bits(b) == h);
+  struct Format {
+    const char* name;
+    float (*to_float)(uint16_t);
+    uint16_t (*from_float)(float);
+    uint16_t (*from_double)(double);
+  };
+  const Format formats[] = {
+      {"bf16", gka::bf16_bits_to_float, gka::float_to_bf16_bits, gka::double_to_bf16_bits},
+      {"fp16", gka::fp16_bits_to_float, gka::float_to_fp16_bits, gka::double_to_fp16_bits}};
+  for (const Format& fmt : formats)
+    for (uint32_t bits = 0; bits <= 0xffffu; ++bits) {
+      const uint16_t h = static_cast<uint16_t>(bits);
+      const float x = fmt.to_float(h);
+      INFO(fmt.name << " bits " << bits);
+      if (std::isnan(x)) {
+        CHECK(std::isnan(fmt.to_float(fmt.from_float(x))));
+      } else {
+        CHECK(fmt.from_float(x) == h);
+        CHECK(fmt.from_double(x) == h);
+      }
     }
-    const float f = gka::fp16_bits_to_float(h);
-    if (std::isnan(f)) {
-      CHECK(std::isnan(gka::fp16_bits_to_float(gka::float_to_fp16_bits(f))));
-    } else {
-      CHECK(gka::float_to_fp16_bits(f) == h);
-      CHECK(gka::double_to_fp16_bits(f) == h);
-    }
-  }
 }
 
 TEST_CASE("host_convert: round to nearest even, overflow, subnormals", "[cpu][reference]") {

@@ -66,7 +66,7 @@ struct Case {
   bool head_major = false;  // q, k, v stored [B, H, T, D] (strided views) instead of [B, T, H, D]
   std::function<void(gka_test::HostProblem&)> mutate;  // edits the random inputs (edge cases)
   gka::DType state_dtype = gka::DType::kFP32;  // ForwardArgs::chunk_state_dtype (the reference ignores it)
-  double tol_o = 1e-2, tol_x = 5e-2, tol_nu = 3e-3, tol_state = 1e-4;
+  double tol_o = 1e-2, tol_x = 1e-2, tol_nu = 1e-3, tol_state = 1e-5;  // set per dtype by mk()
 };
 
 struct HostTensor {  // typed host copy + device copy
@@ -307,12 +307,29 @@ gka_test::ProblemSpec spec(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_
   return s;
 }
 
+// Tolerances (relative L2 error against the float64 reference on the same rounded inputs), set by
+// the input dtype and its precision policy (docs/gpu-forward.md). In brackets: the largest value
+// measured over the cases that use the bound (H200, 06a6407 and 53add9c, scripts/gpu_validate.sh);
+// every bound keeps at least 2x over it.
+//  - o: the targets. bf16 1e-2 [3.8e-3]. fp16 1e-3, two fp16 unit roundoffs (2^-11), since o is
+//    stored in fp16 [2.1e-4]. fp32 1e-4 [2.0e-5].
+//  - x (returned in fp32): the bf16 policy solves with bf16 operands (H-bar and the step rounded to
+//    bf16), so x gets the o target 1e-2 [3.0e-3]. fp16 / fp32 inputs use hi + lo operands (2^-16):
+//    1e-4 [1.5e-5].
+//  - nu: the bf16 policy reads H-bar rounded to bf16 (2^-9 per entry) in k^T H-bar k. The D^2
+//    round-to-nearest errors are independent, so 1e-3, half the aligned worst case [7.2e-5].
+//    hi + lo policies: 1e-5 [3.7e-6].
+//  - H_T, S_T: fp32 scans of products of the inputs, which every dtype represents exactly, so the
+//    input dtype does not enter: 1e-5 for all [bf16 2.4e-6, fp16 3.7e-6, fp32 4.6e-6].
 Case mk(const std::string& name, gka_test::ProblemSpec s, gka::DType t) {
   Case c;
   c.name = name;
   c.spec = s;
   c.dtype = t;
-  if (t == gka::DType::kFP32) { c.tol_o = 1e-4; c.tol_x = 1e-3; c.tol_nu = 1e-5; c.tol_state = 1e-5; }
+  c.tol_state = 1e-5;
+  if (t == gka::DType::kBF16) { c.tol_o = 1e-2; c.tol_x = 1e-2; c.tol_nu = 1e-3; }
+  if (t == gka::DType::kFP16) { c.tol_o = 1e-3; c.tol_x = 1e-4; c.tol_nu = 1e-5; }
+  if (t == gka::DType::kFP32) { c.tol_o = 1e-4; c.tol_x = 1e-4; c.tol_nu = 1e-5; }
   return c;
 }
 
@@ -390,7 +407,8 @@ TEST_CASE("forward: varlen, GQA, iteration counts, fused inputs", "[gpu][forward
     auto s = spec(1, 200, 2, 2, 128); s.h0 = s.s0 = true;
     Case c = mk("fused l2norm+beta B1 T200 D128", s, DType::kBF16);
     c.fused = true;
-    c.tol_o = 3e-2;
+    // o keeps the bf16 target 1e-2 (measured 3.8e-3): the bf16 rounding of the fused k and v below
+    // moves the states by ~2^-9, which o inherits at the same order, well inside 1e-2.
     // Single (bf16) policy: the transformed k and v are rounded to bf16 once, and the scan, the norm
     // and the solve all use that operand, so the states differ from the reference's exact
     // normalised keys by the bf16 rounding of the inputs (~2^-9), not by the algorithm.
@@ -416,9 +434,10 @@ TEST_CASE("forward: varlen, GQA, iteration counts, fused inputs", "[gpu][forward
 //    keep their 1e-2 bound. fp32 / fp16 inputs cannot reach their 1e-4 fp32-states target with
 //    bf16 S-bar, so they get the bf16 bound 1e-2.
 //  - x: the solve now sees H-bar with 8 significant bits, the operand precision of the bf16 policy
-//    (which already rounds H-bar to bf16 hi), so every input dtype gets the bf16 bound 5e-2.
+//    (which already rounds H-bar to bf16 hi), so every input dtype gets the bf16 bound 1e-2
+//    [measured at most 3.5e-3, fp16 inputs].
 //  - nu: T1 = ||H-bar||^2 and k^T H-bar k are sums over D^2 independently rounded entries; the bf16
-//    bound 3e-3 applies to every input dtype.
+//    bound 1e-3 applies to every input dtype [measured at most 8.1e-5].
 //  - H_T / S_T: computed from the fp32 accumulators, never from the stored states: unchanged bounds.
 TEST_CASE("forward: bf16 chunk states", "[gpu][forward][bf16states]") {
   using gka::DType;
@@ -426,8 +445,8 @@ TEST_CASE("forward: bf16 chunk states", "[gpu][forward][bf16states]") {
   auto bf16_states = [](Case c) {
     c.state_dtype = DType::kBF16;
     c.tol_o = 1e-2;
-    c.tol_x = 5e-2;
-    c.tol_nu = 3e-3;
+    c.tol_x = 1e-2;
+    c.tol_nu = 1e-3;
     return c;
   };
   {
@@ -543,9 +562,8 @@ TEST_CASE("forward: bad arguments return the right status", "[gpu][forward][args
     CHECK(gka::forward(a, out.ws.p, ws, nullptr).status == gka::Status::kErrorNullPointer);
   }
   {
-    gka::ForwardArgs a = good; a.shape.head_dim = 256;
-    const gka::Status st = gka::forward(a, out.ws.p, ws, nullptr).status;
-    CHECK((st == gka::Status::kErrorUnsupportedHeadDim || st == gka::Status::kErrorNotSupported));
+    gka::ForwardArgs a = good; a.shape.head_dim = 256;  // docs/gpu-forward.md: D = 256 is this status
+    CHECK(gka::forward(a, out.ws.p, ws, nullptr).status == gka::Status::kErrorUnsupportedHeadDim);
   }
   {
     gka::ForwardArgs a = good; a.options.chunk_size = 32;
@@ -555,8 +573,8 @@ TEST_CASE("forward: bad arguments return the right status", "[gpu][forward][args
   CHECK(gka::forward(good, out.ws.p, ws - 1, nullptr).status == gka::Status::kErrorWorkspaceTooSmall);
   CHECK(gka::forward(good, nullptr, ws, nullptr).status == gka::Status::kErrorNullPointer);
   {
-    gka::ForwardArgs a = good; a.shape.heads_kv = 3;
-    CHECK(!gka::forward(a, out.ws.p, ws, nullptr).ok());
+    gka::ForwardArgs a = good; a.shape.heads_kv = 3;  // 2 % 3 != 0
+    CHECK(gka::forward(a, out.ws.p, ws, nullptr).status == gka::Status::kErrorHeadGrouping);
   }
   {
     gka::ForwardArgs a = good; a.options.num_iter = -1;

@@ -11,6 +11,7 @@
 // forward_workspace_size(args) bytes, 256-byte aligned; its contents need not be initialised.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cuda_bf16.h>
@@ -71,6 +72,38 @@ inline Result cuda_result(cudaError_t e, const char* what) {
   return Result(Status::kErrorCuda, std::string(what) + ": " + cudaGetErrorString(e));
 }
 
+// Per-device, per-process caches of host-side launch set-up, so forward() does not repeat driver
+// calls on every launch. Devices past kMaxCachedDevices are served uncached. Thread-safe: racing
+// first calls only repeat an idempotent set-up.
+constexpr int kMaxCachedDevices = 64;
+
+inline Result current_device(int* dev) { return cuda_result(cudaGetDevice(dev), "cudaGetDevice"); }
+
+// Raise `kern`'s dynamic shared-memory limit to `smem` once per device. Call from a launcher
+// template instantiated once per kernel, so `done` is that kernel's own flag set.
+template <class Kernel>
+inline Result set_smem_once(std::atomic<uint64_t>& done, Kernel kern, int smem, const char* what) {
+  int dev = 0;
+  GKA_RETURN_IF_ERROR(current_device(&dev));
+  const uint64_t bit = dev < kMaxCachedDevices ? uint64_t{1} << dev : 0;
+  if (bit != 0 && (done.load(std::memory_order_acquire) & bit) != 0) return Result::success();
+  GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), what));
+  done.fetch_or(bit, std::memory_order_release);
+  return Result::success();
+}
+
+// The current device's SM count, queried once per device.
+inline Result current_sm_count(int* sms) {
+  static std::atomic<int> cache[kMaxCachedDevices];  // 0: not queried yet
+  int dev = 0;
+  GKA_RETURN_IF_ERROR(current_device(&dev));
+  if (dev < kMaxCachedDevices && (*sms = cache[dev].load(std::memory_order_relaxed)) > 0) return Result::success();
+  GKA_RETURN_IF_ERROR(cuda_result(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev),
+                                  "cudaDeviceGetAttribute"));
+  if (dev < kMaxCachedDevices) cache[dev].store(*sms, std::memory_order_relaxed);
+  return Result::success();
+}
+
 template <int D, bool kSplit>
 inline int solve_smem_bytes() { return kernels::SolveSmem<D, kSplit>::kBytes; }
 
@@ -90,8 +123,8 @@ template <class Tin, int D, bool kSplit, class TState>
 inline Result launch_scan(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
   auto kern = kernels::state_scan_kernel<Tin, D, kSplit, TState>;
   const int smem = kernels::ScanSmem<Tin, D>::kBytes;
-  GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-                                  "state_scan_kernel: cudaFuncSetAttribute"));
+  static std::atomic<uint64_t> smem_set{0};
+  GKA_RETURN_IF_ERROR(set_smem_once(smem_set, kern, smem, "state_scan_kernel: cudaFuncSetAttribute"));
   const dim3 grid(static_cast<unsigned>(num_seqs * p.heads_q), 2, D / 64);
   kern<<<grid, kernels::kScanThreads, smem, stream>>>(p);
   return cuda_result(cudaGetLastError(), "state_scan_kernel launch");
@@ -101,8 +134,8 @@ template <int D, int kRows, class TState>
 inline Result launch_scan_mma(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
   auto kern = kernels::state_scan_mma_kernel<D, kRows, TState>;
   const int smem = kernels::ScanMmaSmem<D, kRows>::kBytes;
-  GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-                                  "state_scan_mma_kernel: cudaFuncSetAttribute"));
+  static std::atomic<uint64_t> smem_set{0};
+  GKA_RETURN_IF_ERROR(set_smem_once(smem_set, kern, smem, "state_scan_mma_kernel: cudaFuncSetAttribute"));
   const dim3 grid(static_cast<unsigned>(num_seqs * p.heads_q), 2, D / kRows);
   kern<<<grid, kernels::kScanThreads, smem, stream>>>(p);
   return cuda_result(cudaGetLastError(), "state_scan_mma_kernel launch");
@@ -113,10 +146,8 @@ inline Result launch_scan_mma(const kernels::StateScanParams& p, int64_t num_seq
 // (2 x 16 heads x 2 states x 2 tiles = 128 CTAs): 64-row tiles are still the faster there.
 template <int D, class TState>
 inline Result launch_scan_bf16(const kernels::StateScanParams& p, int64_t num_seqs, cudaStream_t stream) {
-  int dev = 0, sms = 0;
-  GKA_RETURN_IF_ERROR(cuda_result(cudaGetDevice(&dev), "cudaGetDevice"));
-  GKA_RETURN_IF_ERROR(cuda_result(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
-                                  "cudaDeviceGetAttribute"));
+  int sms = 0;
+  GKA_RETURN_IF_ERROR(current_sm_count(&sms));
   const int64_t ctas64 = num_seqs * p.heads_q * 2 * (D / 64);
   if (ctas64 * 2 <= sms) return launch_scan_mma<D, 32, TState>(p, num_seqs, stream);
   return launch_scan_mma<D, 64, TState>(p, num_seqs, stream);
@@ -143,8 +174,8 @@ template <int D, bool kSplit, class TState>
 inline Result launch_solve(const kernels::SolveReadoutParams& p, int64_t chunk_bound, cudaStream_t stream) {
   auto kern = kernels::solve_readout_kernel<D, kSplit, TState>;
   const int smem = kernels::SolveSmem<D, kSplit>::kBytes;
-  GKA_RETURN_IF_ERROR(cuda_result(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-                                  "solve_readout_kernel: cudaFuncSetAttribute"));
+  static std::atomic<uint64_t> smem_set{0};
+  GKA_RETURN_IF_ERROR(set_smem_once(smem_set, kern, smem, "solve_readout_kernel: cudaFuncSetAttribute"));
   const dim3 grid(static_cast<unsigned>(chunk_bound), static_cast<unsigned>(p.heads_q));
   kern<<<grid, kernels::kSolveThreads, smem, stream>>>(p);
   return cuda_result(cudaGetLastError(), "solve_readout_kernel launch");
@@ -171,16 +202,22 @@ struct ForwardProbe {
 inline Result forward_impl(const ForwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                            const ForwardProbe* probe);
 
+// The argument checks can_implement() and forward() share, in this order.
+inline Result check_forward_args(const ForwardArgs& args) {
+  GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
+  if (args.options.chunk_size != kForwardChunk)
+    return Result(Status::kErrorNotSupported, "options.chunk_size: the CUDA forward implements C = 64 only (got " +
+                                                  std::to_string(args.options.chunk_size) + ")");
+  return Result::success();
+}
+
 }  // namespace detail
 
 inline size_t forward_workspace_size(const ForwardArgs& args) { return detail::forward_layout(args).total; }
 
 // Host-only checks that the kernels can run these arguments on `device`.
 inline Result can_implement(const ForwardArgs& args, int device) {
-  GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
-  if (args.options.chunk_size != detail::kForwardChunk)
-    return Result(Status::kErrorNotSupported, "options.chunk_size: the CUDA forward implements C = 64 only (got " +
-                                                  std::to_string(args.options.chunk_size) + ")");
+  GKA_RETURN_IF_ERROR(detail::check_forward_args(args));
   if (args.shape.heads_q > 65535)
     return Result(Status::kErrorNotSupported, "shape.heads_q above 65535 is not supported by the CUDA forward");
   const detail::ForwardLayout L = detail::forward_layout(args);
@@ -208,10 +245,7 @@ inline Result forward(const ForwardArgs& args, void* workspace, size_t workspace
 
 inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, size_t workspace_bytes,
                                    cudaStream_t stream, const ForwardProbe* probe) {
-  GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
-  if (args.options.chunk_size != detail::kForwardChunk)
-    return Result(Status::kErrorNotSupported, "options.chunk_size: the CUDA forward implements C = 64 only (got " +
-                                                  std::to_string(args.options.chunk_size) + ")");
+  GKA_RETURN_IF_ERROR(detail::check_forward_args(args));
   const ProblemShape& s = args.shape;
   const detail::ForwardLayout L = detail::forward_layout(args);
   if (workspace_bytes < L.total)

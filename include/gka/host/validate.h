@@ -80,24 +80,46 @@ inline bool non_overlapping(Dim* dims, int n) {
   return true;
 }
 
-inline Result check_alignment(const std::string& name, const void* data, DType t, Backend b,
-                              std::initializer_list<int64_t> strides, bool vector_data) {
-  const int64_t esize = dtype_size(t);
+// One strided view, token or state, given by its three outer strides (in elements, named for
+// the messages) and the four dimensions of its index space. Checks presence (an absent optional
+// view passes), dtype, sign of the strides, `row_check` (a failure of the caller's own stride rule,
+// or success), no overlap for outputs, and alignment (16 bytes on CUDA for vector data).
+struct ViewStrides {
+  const char* name[3];
+  int64_t value[3];
+};
+
+inline Result check_view(const std::string& n, const void* data, DType dtype, bool required,
+                         std::initializer_list<DType> dtypes, Backend backend, bool output,
+                         const ViewStrides& strides, Dim (&dims)[4], bool vector_data,
+                         const Result& row_check = Result::success()) {
+  if (!data) {
+    if (required) return fail(Status::kErrorNullPointer, n + ".data is null (required)");
+    return Result::success();
+  }
+  GKA_RETURN_IF_ERROR(check_dtype(n.c_str(), dtype, dtypes));
+  for (int64_t s : strides.value)
+    if (s < 0) return fail(Status::kErrorInvalidStride, n + ": negative strides are not supported");
+  GKA_RETURN_IF_ERROR(row_check);
+  if (output && !non_overlapping(dims, 4)) {
+    std::string list;
+    for (int i = 0; i < 3; ++i)
+      list += std::string(i ? ", " : "") + strides.name[i] + " " + std::to_string(strides.value[i]);
+    return fail(Status::kErrorInvalidStride,
+                n + ": strides (" + list + ") make distinct elements of an output overlap");
+  }
+  const int64_t esize = dtype_size(dtype);
   // The CUDA kernels move token vectors and state rows with 16-byte loads.
-  const int64_t align = (b == Backend::kCuda && vector_data) ? 16 : esize;
+  const int64_t align = (backend == Backend::kCuda && vector_data) ? 16 : esize;
   if (reinterpret_cast<uintptr_t>(data) % static_cast<uintptr_t>(align) != 0)
     return fail(Status::kErrorMisaligned,
-                name + ".data is not " + std::to_string(align) + "-byte aligned");
-  static const char* stride_names[] = {"stride_0", "stride_1", "stride_2"};
-  int i = 0;
-  for (int64_t s : strides) {
-    if ((s * esize) % align != 0)
-      return fail(Status::kErrorMisaligned, name + "." + stride_names[i] + ": " +
-                                                std::to_string(s * esize) +
+                n + ".data is not " + std::to_string(align) + "-byte aligned");
+  for (int i = 0; i < 3; ++i)
+    if ((strides.value[i] * esize) % align != 0)
+      return fail(Status::kErrorMisaligned, n + "." + strides.name[i] + ": " +
+                                                std::to_string(strides.value[i] * esize) +
                                                 " bytes is not a multiple of " +
                                                 std::to_string(align));
-    ++i;
-  }
   return Result::success();
 }
 
@@ -105,47 +127,26 @@ inline Result check_alignment(const std::string& name, const void* data, DType t
 inline Result check_token(const char* name, const TokenTensor& t, bool required, int64_t B,
                           int64_t T, int64_t H, int64_t width, std::initializer_list<DType> dtypes,
                           Backend backend, bool output) {
-  const std::string n(name);
-  if (!t.present()) {
-    if (required) return fail(Status::kErrorNullPointer, n + ".data is null (required)");
-    return Result::success();
-  }
-  GKA_RETURN_IF_ERROR(check_dtype(name, t.dtype, dtypes));
-  if (t.stride_batch < 0 || t.stride_token < 0 || t.stride_head < 0)
-    return fail(Status::kErrorInvalidStride, n + ": negative strides are not supported");
-  if (output) {
-    Dim dims[4] = {{B, t.stride_batch}, {T, t.stride_token}, {H, t.stride_head}, {width, 1}};
-    if (!non_overlapping(dims, 4))
-      return fail(Status::kErrorInvalidStride,
-                  n + ": strides (batch " + std::to_string(t.stride_batch) + ", token " +
-                      std::to_string(t.stride_token) + ", head " + std::to_string(t.stride_head) +
-                      ") make distinct elements of an output overlap");
-  }
-  return check_alignment(n, t.data, t.dtype, backend, {t.stride_batch, t.stride_token, t.stride_head},
-                         width > 1);
+  Dim dims[4] = {{B, t.stride_batch}, {T, t.stride_token}, {H, t.stride_head}, {width, 1}};
+  return check_view(name, t.data, t.dtype, required, dtypes, backend, output,
+                    {{"stride_batch", "stride_token", "stride_head"},
+                     {t.stride_batch, t.stride_token, t.stride_head}},
+                    dims, width > 1);
 }
 
 inline Result check_state(const char* name, const StateTensor& s, bool required, int64_t N,
                           int64_t H, int64_t D, std::initializer_list<DType> dtypes, Backend backend,
                           bool output) {
-  const std::string n(name);
-  if (!s.present()) {
-    if (required) return fail(Status::kErrorNullPointer, n + ".data is null (required)");
-    return Result::success();
-  }
-  GKA_RETURN_IF_ERROR(check_dtype(name, s.dtype, dtypes));
-  if (s.stride_seq < 0 || s.stride_head < 0 || s.stride_row < 0)
-    return fail(Status::kErrorInvalidStride, n + ": negative strides are not supported");
-  if (s.stride_row < D && D > 1)
-    return fail(Status::kErrorInvalidStride, n + ".stride_row (" + std::to_string(s.stride_row) +
-                                                 ") is smaller than D (" + std::to_string(D) + ")");
-  if (output) {
-    Dim dims[4] = {{N, s.stride_seq}, {H, s.stride_head}, {D, s.stride_row}, {D, 1}};
-    if (!non_overlapping(dims, 4))
-      return fail(Status::kErrorInvalidStride, n + ": strides make distinct elements of an output overlap");
-  }
-  return check_alignment(n, s.data, s.dtype, backend, {s.stride_seq, s.stride_head, s.stride_row},
-                         true);
+  Dim dims[4] = {{N, s.stride_seq}, {H, s.stride_head}, {D, s.stride_row}, {D, 1}};
+  const Result rows = s.stride_row < D && D > 1
+                          ? fail(Status::kErrorInvalidStride,
+                                 std::string(name) + ".stride_row (" + std::to_string(s.stride_row) +
+                                     ") is smaller than D (" + std::to_string(D) + ")")
+                          : Result::success();
+  return check_view(name, s.data, s.dtype, required, dtypes, backend, output,
+                    {{"stride_seq", "stride_head", "stride_row"},
+                     {s.stride_seq, s.stride_head, s.stride_row}},
+                    dims, true, rows);
 }
 
 template <class Index>

@@ -93,6 +93,50 @@ struct ScanTask {
     for (int t = lane; t < kScanChunk; t += 32) key_decay[t] = t < valid ? gating::decay(last, gates[t]) : 0.f;
     if (lane == 0) *chunk_decay = __expf(last);
   }
+  // cp.async chunk n's key [and value] rows into the raw stage st (values at st + tile), `pitch`
+  // bytes per token row; one commit group.
+  template <int D>
+  GKA_DEVICE void issue_chunk(uint8_t* st, int pitch, int tile, int64_t n, int tid) const {
+    const int64_t t0 = se.t0 + n * kScanChunk;
+    const int valid = chunk_valid(n);
+    tiling::load_rows_async(st, pitch, kbase + t0 * kstride, kstride, D * sizeof(Tin), kScanChunk, valid, tid,
+                            kScanThreads);
+    if (is_s)
+      tiling::load_rows_async(st + tile, pitch, vbase + t0 * vstride, vstride, D * sizeof(Tin), kScanChunk, valid, tid,
+                              kScanThreads);
+    tiling::cp_async_commit();
+  }
+  // Warp 0 at the top of chunk n: the gates prefetched into g_next become gates[], chunk n + 1's
+  // are prefetched, and the decays of chunk n are formed.
+  GKA_DEVICE void take_gates(int64_t n, int valid, int lane, float (&g_next)[2], float* gates, float* key_decay,
+                             float* chunk_decay) const {
+    gates[lane] = g_next[0];
+    gates[lane + 32] = g_next[1];
+    if (n + 1 < nchunks) prefetch_gates(n + 1, lane, g_next);
+    chunk_decays(gates, valid, lane, key_decay, chunk_decay);
+  }
+  // Per-token scales of the fused transforms (l2norm of k, beta) of the chunk at token t0, from
+  // its raw key tile: 8 tokens per warp.
+  template <int D>
+  GKA_DEVICE void token_scales(const StateScanParams& p, const tiling::RawTile<Tin>& keys, int64_t t0, int valid,
+                               int warp, int lane, float* key_scale, float* val_scale) const {
+    for (int t = warp; t < kScanChunk; t += kScanThreads / 32) {
+      float ss = 0.f;
+      if (p.l2norm_k) {  // uniform branch: no reduction when the norm is off
+        for (int i = lane; i < D; i += 32) { const float x = keys.at(t, i); ss += x * x; }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      }
+      const float b = (p.use_beta && t < valid)
+                          ? gating::load_as_float(p.beta.data, p.beta.dtype, p.beta.offset(se.b, t0 + t, h))
+                          : 0.f;
+      if (lane == 0) {
+        const float ks = gating::fused_scale(p.l2norm_k, ss, p.use_beta, b);
+        key_scale[t] = ks;
+        val_scale[t] = is_s ? gating::fused_scale(false, 0.f, p.use_beta, b) : ks;
+      }
+    }
+  }
   // This thread's accumulator fragment (rows row0 + lane/4 (+8), columns col0 + 8j + 2(lane%4) (+1))
   // of the initial state, or zeros without h0 / s0.
   template <int NT>
@@ -158,15 +202,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
   task.load_initial(acc, row0, col0, lane);
 
   auto issue = [&](int64_t n) {
-    const int64_t t0 = se.t0 + n * kScanChunk;
-    const int valid = task.chunk_valid(n);
-    uint8_t* st = smem + (n & 1) * 2 * Smem::kTile;
-    tiling::load_rows_async(st, Smem::kPitch, task.kbase + t0 * task.kstride, task.kstride, D * sizeof(Tin), kScanChunk,
-                            valid, tid, kScanThreads);
-    if (is_s)
-      tiling::load_rows_async(st + Smem::kTile, Smem::kPitch, task.vbase + t0 * task.vstride, task.vstride, D * sizeof(Tin),
-                              kScanChunk, valid, tid, kScanThreads);
-    tiling::cp_async_commit();
+    task.template issue_chunk<D>(smem + (n & 1) * 2 * Smem::kTile, Smem::kPitch, Smem::kTile, n, tid);
   };
   if (nchunks > 0) issue(0);
   // Gates of the next chunk are loaded one iteration ahead (warp 0), off the per-chunk critical path.
@@ -183,32 +219,13 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
       tiling::cp_async_wait<0>();
     }
     // gates: chunk-local cumsum, decays from differences only
-    if (warp == 0) {
-      gates[lane] = g_next[0];
-      gates[lane + 32] = g_next[1];
-      if (n + 1 < nchunks) task.prefetch_gates(n + 1, lane, g_next);
-      task.chunk_decays(gates, valid, lane, key_decay, &misc[0]);
-    }
+    if (warp == 0) task.take_gates(n, valid, lane, g_next, gates, key_decay, &misc[0]);
     __syncthreads();  // raw tiles of chunk n visible to all threads
     const uint8_t* st = smem + (n & 1) * 2 * Smem::kTile;
     const tiling::RawTile<Tin> keys{st, Smem::kPitch};
     const tiling::RawTile<Tin> vals{is_s ? st + Smem::kTile : st, Smem::kPitch};
     // per-token scales of the fused transforms: 8 tokens per warp
-    for (int t = warp; t < kScanChunk; t += kScanThreads / 32) {
-      float ss = 0.f;
-      if (p.l2norm_k) {  // uniform branch: no reduction when the norm is off
-        for (int i = lane; i < D; i += 32) { const float x = keys.at(t, i); ss += x * x; }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      }
-      const float b = (p.use_beta && t < valid)
-                          ? gating::load_as_float(p.beta.data, p.beta.dtype, p.beta.offset(se.b, t0 + t, h))
-                          : 0.f;
-      if (lane == 0) {
-        key_scale[t] = gating::fused_scale(p.l2norm_k, ss, p.use_beta, b);
-        val_scale[t] = is_s ? gating::fused_scale(false, 0.f, p.use_beta, b) : key_scale[t];
-      }
-    }
+    task.template token_scales<D>(p, keys, t0, valid, warp, lane, key_scale, val_scale);
     // emit the state before this chunk (TState)
     {
       TState* out = task.states + ((se.chunk0 + n) * p.heads_q + h) * D * D;
@@ -289,15 +306,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
   task.load_initial(acc, row0, col0, lane);
 
   auto issue = [&](int64_t n) {
-    const int64_t t0 = se.t0 + n * kScanChunk;
-    const int valid = task.chunk_valid(n);
-    uint8_t* st = smem + (n & 1) * 2 * Smem::kRawTile;
-    tiling::load_rows_async(st, Smem::kRawPitch, task.kbase + t0 * task.kstride, task.kstride, D * 2, kScanChunk, valid, tid,
-                            kScanThreads);
-    if (is_s)
-      tiling::load_rows_async(st + Smem::kRawTile, Smem::kRawPitch, task.vbase + t0 * task.vstride, task.vstride, D * 2,
-                              kScanChunk, valid, tid, kScanThreads);
-    tiling::cp_async_commit();
+    task.template issue_chunk<D>(smem + (n & 1) * 2 * Smem::kRawTile, Smem::kRawPitch, Smem::kRawTile, n, tid);
   };
   // Gates of the next chunk are loaded one iteration ahead (warp 0), off the per-chunk critical path.
   float g_next[2] = {0.f, 0.f};
@@ -316,36 +325,14 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
     const int valid = task.chunk_valid(n);
     tiling::cp_async_wait<0>();
     // gates: chunk-local cumsum, decays from differences only
-    if (warp == 0) {
-      gates[lane] = g_next[0];
-      gates[lane + 32] = g_next[1];
-      if (n + 1 < nchunks) task.prefetch_gates(n + 1, lane, g_next);
-      task.chunk_decays(gates, valid, lane, key_decay, &misc[0]);
-    }
+    if (warp == 0) task.take_gates(n, valid, lane, g_next, gates, key_decay, &misc[0]);
     __syncthreads();  // (A)
     if (n + 1 < nchunks) issue(n + 1);  // overlaps everything below
     uint8_t* st = smem + (n & 1) * 2 * Smem::kRawTile;
     uint8_t* vals = is_s ? st + Smem::kRawTile : st;
     if (scaled) {  // uniform branch: per-token scales of the fused transforms, 8 tokens per warp
-      for (int t = warp; t < kScanChunk; t += kScanThreads / 32) {
-        float ss = 0.f;
-        if (p.l2norm_k) {
-          for (int i = lane; i < D; i += 32) {
-            const float x = __bfloat162float(*reinterpret_cast<const Tin*>(st + t * Smem::kRawPitch + 2 * i));
-            ss += x * x;
-          }
-#pragma unroll
-          for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        }
-        const float b = (p.use_beta && t < valid)
-                            ? gating::load_as_float(p.beta.data, p.beta.dtype, p.beta.offset(se.b, t0 + t, h))
-                            : 0.f;
-        if (lane == 0) {
-          const float ks = gating::fused_scale(p.l2norm_k, ss, p.use_beta, b);
-          key_scale[t] = ks;
-          val_scale[t] = is_s ? gating::fused_scale(false, 0.f, p.use_beta, b) : ks;
-        }
-      }
+      task.template token_scales<D>(p, tiling::RawTile<Tin>{st, Smem::kRawPitch}, t0, valid, warp, lane, key_scale,
+                                    val_scale);
       __syncthreads();
     }
     // emit the state before this chunk (TState); the stores drain while the operands are prepared

@@ -93,22 +93,6 @@ inline void scatter_tokens(const TokenTensor& t, const SequenceRange& seq, int64
   }
 }
 
-// Adds rows into the tensor (t += rows), for the GQA reductions of dk and dv over the query heads
-// of one kv head. The caller zeroes the tensor first. Each add rounds to the tensor's dtype, so for
-// 16-bit outputs sum the group in Real and scatter once instead.
-template <class Real>
-inline void scatter_add_tokens(const TokenTensor& t, const SequenceRange& seq, int64_t head, int64_t width,
-                               const std::vector<Real>& rows) {
-  if (!t.present()) return;
-  for (int64_t j = 0; j < seq.length; ++j) {
-    const int64_t base = t.offset(seq.batch_row, seq.t0 + j, head);
-    for (int64_t i = 0; i < width; ++i) {
-      const double sum = load_as_double(t.data, t.dtype, base + i) + static_cast<double>(rows[j * width + i]);
-      store_from_double(t.data, t.dtype, base + i, sum);
-    }
-  }
-}
-
 // ---- D x D states -----------------------------------------------------------------------------
 
 // State (n, head) as a row-major [D][D] array; an absent tensor gives an empty vector.

@@ -150,12 +150,8 @@ inline std::vector<Real> chebyshev_rows(const std::vector<Real>& Hbar, const Rea
     omega = chebyshev_next_omega(c, omega);
     const std::vector<Real> AXi = ridge_matvec_rows(Xi, Hbar, K, gamma, L, lambda, len, D);
     for (int j = 0; j < len; ++j)
-      for (int d = 0; d < D; ++d) {
-        const size_t e = static_cast<size_t>(j) * D + d;
-        const Real delta = eta[j] * omega * (AXi[e] - Q[e]) + (omega - 1) * Xi_prev[e];
-        Xi_prev[e] = Xi[e];
-        Xi[e] = omega * Xi[e] - delta;
-      }
+      for (size_t e = static_cast<size_t>(j) * D; e < static_cast<size_t>(j + 1) * D; ++e)
+        chebyshev_update(eta[j], omega, AXi[e], Q[e], Xi[e], Xi_prev[e]);
   }
   return Xi;
 }

@@ -87,11 +87,7 @@ inline void chebyshev_solve(int D, const Real* H, Real nu, Real ratio, int num_i
   for (int it = 0; it < num_iter; ++it) {
     omega = chebyshev_next_omega(c, omega);
     ridge_matvec(D, H, lambda, xi.data(), e.data());
-    for (int i = 0; i < D; ++i) {
-      const Real delta = eta * omega * (e[i] - q[i]) + (omega - 1) * xi_prev[i];
-      xi_prev[i] = xi[i];
-      xi[i] = omega * xi[i] - delta;
-    }
+    for (int i = 0; i < D; ++i) chebyshev_update(eta, omega, e[i], q[i], xi[i], xi_prev[i]);
   }
   for (int i = 0; i < D; ++i) x[i] = xi[i];
 }

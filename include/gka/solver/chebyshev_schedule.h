@@ -32,4 +32,13 @@ GKA_HOST_DEVICE inline Real chebyshev_next_omega(Real c, Real omega) {
   return Real(1) / (Real(1) - c * omega);
 }
 
+// One element of a step (spec 2.3), given e = (A xi)_i and q_i at the step's omega:
+//   delta = eta omega (e - q) + (omega - 1) xi_prev;  xi_prev <- xi;  xi <- omega xi - delta.
+template <class Real>
+GKA_HOST_DEVICE inline void chebyshev_update(Real eta, Real omega, Real e, Real q, Real& xi, Real& xi_prev) {
+  const Real delta = eta * omega * (e - q) + (omega - Real(1)) * xi_prev;
+  xi_prev = xi;
+  xi = omega * xi - delta;
+}
+
 GKA_NAMESPACE_END

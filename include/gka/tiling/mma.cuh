@@ -1,5 +1,5 @@
-// gka/tiling/mma.cuh: warp-level tensor-core primitives (sm_80 backend: mma.sync m16n8k16, bf16 or
-// fp16 operands, fp32 accumulation) and the fragment conventions every kernel is written against.
+// gka/tiling/mma.cuh: warp-level tensor-core primitives (sm_80 backend: mma.sync m16n8k16, bf16
+// operands, fp32 accumulation) and the fragment conventions every kernel is written against.
 //
 // Fragment layout (r = lane / 4, c = lane % 4), identical to one warp's slice of a wgmma m64nN
 // fragment, so the sm_90a backend (tiling/wgmma.cuh) swaps only the product calls and keeps the
@@ -29,6 +29,12 @@ GKA_DEVICE inline float bf16_lo(uint32_t p) { return __uint_as_float(p << 16); }
 GKA_DEVICE inline float bf16_hi(uint32_t p) { return __uint_as_float(p & 0xffff0000u); }
 GKA_DEVICE inline float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
+// One element of a 16-bit or fp32 tile as fp32 (exact).
+template <class T> GKA_DEVICE inline float to_float(T x);
+template <> GKA_DEVICE inline float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <> GKA_DEVICE inline float to_float<__half>(__half x) { return __half2float(x); }
+template <> GKA_DEVICE inline float to_float<float>(float x) { return x; }
+
 // Split x = hi + lo with hi = bf16(x), lo = bf16(x - hi): about 16 significant bits.
 GKA_DEVICE inline void split_bf16(float x0, float x1, uint32_t& hi, uint32_t& lo) {
   hi = pack_bf16(x0, x1);
@@ -41,19 +47,6 @@ GKA_DEVICE inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  __trap();
-#endif
-}
-
-// d += a * b, m16n8k16, fp16 operands, fp32 accumulators (kept for range-scaled fp16 policies).
-GKA_DEVICE inline void mma_fp16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));

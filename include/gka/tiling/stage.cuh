@@ -78,11 +78,6 @@ GKA_DEVICE inline float stage_state_tile(const __nv_bfloat16* __restrict__ src, 
 }
 
 namespace detail {
-template <class T> GKA_DEVICE inline float elem_to_float(T x);
-template <> GKA_DEVICE inline float elem_to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <> GKA_DEVICE inline float elem_to_float<__half>(__half x) { return __half2float(x); }
-template <> GKA_DEVICE inline float elem_to_float<float>(float x) { return x; }
-
 template <class T, int Rows, int Cols, int kThreads, bool kLo>
 GKA_DEVICE inline void stage_token_tile_typed(const TokenTensor& tt, int64_t b, int64_t t0, int64_t head, int len,
                                           const float* scale, uint8_t* hi, uint8_t* lo, int tid) {
@@ -109,7 +104,7 @@ GKA_DEVICE inline void stage_token_tile_typed(const TokenTensor& tt, int64_t b, 
       uint32_t vh[kEl / 2], vl[kEl / 2];
 #pragma unroll
       for (int q = 0; q < kEl / 2; ++q)
-        split_bf16(elem_to_float(e[2 * q]) * s, elem_to_float(e[2 * q + 1]) * s, vh[q], vl[q]);
+        split_bf16(to_float(e[2 * q]) * s, to_float(e[2 * q + 1]) * s, vh[q], vl[q]);
       const uint32_t off = SwizzledTile<Cols, Rows>::offset(t, cu * kEl);
       if constexpr (kEl == 8) {
         *reinterpret_cast<uint4*>(hi + off) = make_uint4(vh[0], vh[1], vh[2], vh[3]);

@@ -18,11 +18,6 @@
 GKA_NAMESPACE_BEGIN
 namespace tiling {
 
-template <class T> GKA_DEVICE inline float to_float(T x);
-template <> GKA_DEVICE inline float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <> GKA_DEVICE inline float to_float<__half>(__half x) { return __half2float(x); }
-template <> GKA_DEVICE inline float to_float<float>(float x) { return x; }
-
 // A raw token tile in shared memory: row t (token) is `pitch` bytes, elements of type Tin.
 template <class Tin>
 struct RawTile {
