@@ -15,6 +15,10 @@
 // kernel, from an event recorded between them (gka::detail::ForwardProbe).
 // BM_forward_bf16_states: the same with ForwardArgs::chunk_state_dtype = bf16 (half the H-bar /
 // S-bar workspace and its write + read traffic).
+// BM_forward_backward: one training step of the layer: gka::forward (saving x in fp32 and nu, its
+// workspace kept) then gka::backward (reading the saved chunk states, bp_lambda on, incoming do):
+// ms of the pair, fwd_ms / bwd_ms from an event between them, TFLOP/s by spec 9's forward +
+// backward count (4.83 MFLOP per token per head at r = 30).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -34,6 +38,12 @@ namespace {
 constexpr double forward_flop_per_token_head(int r, double D, double C) {
   return (2 * D * D + D * D / C) + (2 * D * D + 2 * C * D + 2 * C * C) + r * (2 * D * D + 4 * C * D + C + 9 * D) +
          3 * D + (2 * D * D + D * D / C) + (2 * D * D + 4 * C * D);
+}
+// Spec 9, backward: the adjoint solve (the forward's r rounds) plus 636,544 FLOP of recomputed
+// scans, reverse scans, intra-chunk products, the cross-chunk lambda pass and the GLA adjoint (the
+// table's B1, B3-B10 at D = 128, C = 64).
+constexpr double backward_flop_per_token_head(int r, double D, double C) {
+  return r * (2 * D * D + 4 * C * D + C + 9 * D) + 636544.0 * (D * D) / (128.0 * 128.0);
 }
 constexpr double kCeilingTflops = 790.0;
 
@@ -173,6 +183,106 @@ void run_forward(benchmark::State& state, int64_t T, int num_iter, gka::DType st
 
 void BM_forward(benchmark::State& state) { run_forward(state, state.range(0), 30); }
 
+void BM_forward_backward(benchmark::State& state) {
+  const int64_t tokens = 65536, T = state.range(0), B = tokens / T, H = 16, D = 128;
+  const int num_iter = 30;
+  const size_t vec = static_cast<size_t>(B * T * H * D), scal = static_cast<size_t>(B * T * H);
+  void *q, *k, *v, *alpha, *g, *o, *x, *nu, *d_o, *dq, *dk, *dv, *dalpha, *dg;
+  for (void** p : {&q, &k, &v, &o, &d_o, &dq, &dk, &dv}) BENCH_CUDA(cudaMalloc(p, vec * 2));
+  BENCH_CUDA(cudaMalloc(&x, vec * 4));
+  BENCH_CUDA(cudaMalloc(&alpha, scal * 2));
+  BENCH_CUDA(cudaMalloc(&dalpha, scal * 2));
+  for (void** p : {&g, &nu, &dg}) BENCH_CUDA(cudaMalloc(p, scal * 4));
+  fill_kernel<<<1024, 256>>>((__nv_bfloat16*)q, vec, D, 11, 0);
+  fill_kernel<<<1024, 256>>>((__nv_bfloat16*)k, vec, D, 23, 0);
+  fill_kernel<<<1024, 256>>>((__nv_bfloat16*)v, vec, D, 37, 1);
+  fill_kernel<<<1024, 256>>>((__nv_bfloat16*)d_o, vec, D, 59, 1);
+  fill_kernel<<<1024, 256>>>((__nv_bfloat16*)alpha, scal, 1, 41, 2);
+  fill_gate_kernel<<<1024, 256>>>((float*)g, scal, H, 53);
+  BENCH_CUDA(cudaGetLastError());
+  auto tt = [&](void* p, gka::DType t, int64_t w) { return gka::TokenTensor::contiguous(p, t, T, H, w); };
+  gka::ForwardArgs fa;
+  fa.shape.batch = B;
+  fa.shape.seqlen = T;
+  fa.shape.heads_q = fa.shape.heads_kv = H;
+  fa.shape.head_dim = D;
+  fa.options.num_iter = num_iter;
+  fa.in.q = tt(q, gka::DType::kBF16, D);
+  fa.in.k = tt(k, gka::DType::kBF16, D);
+  fa.in.v = tt(v, gka::DType::kBF16, D);
+  fa.in.alpha = tt(alpha, gka::DType::kBF16, 1);
+  fa.in.g = tt(g, gka::DType::kFP32, 1);
+  fa.o = tt(o, gka::DType::kBF16, D);
+  fa.x = tt(x, gka::DType::kFP32, D);
+  fa.nu = tt(nu, gka::DType::kFP32, 1);
+  gka::BackwardArgs ba;
+  ba.shape = fa.shape;
+  ba.in = fa.in;
+  ba.options = fa.options;
+  ba.x = fa.x;
+  ba.nu = fa.nu;
+  ba.d_o = tt(d_o, gka::DType::kBF16, D);
+  ba.dq = tt(dq, gka::DType::kBF16, D);
+  ba.dk = tt(dk, gka::DType::kBF16, D);
+  ba.dv = tt(dv, gka::DType::kBF16, D);
+  ba.dalpha = tt(dalpha, gka::DType::kBF16, 1);
+  ba.dg = tt(dg, gka::DType::kFP32, 1);
+  const size_t fws_bytes = gka::forward_workspace_size(fa);
+  void *fws, *bws;
+  BENCH_CUDA(cudaMalloc(&fws, fws_bytes));
+  ba.forward_workspace = fws;
+  const size_t bws_bytes = gka::backward_workspace_size(ba);
+  BENCH_CUDA(cudaMalloc(&bws, bws_bytes));
+  cudaStream_t stream;
+  BENCH_CUDA(cudaStreamCreate(&stream));
+  cudaEvent_t e0, e1, em;
+  BENCH_CUDA(cudaEventCreate(&e0));
+  BENCH_CUDA(cudaEventCreate(&e1));
+  BENCH_CUDA(cudaEventCreate(&em));
+  {
+    const gka::Result ci = gka::can_implement(ba, 0);
+    if (!ci.ok()) { state.SkipWithError(ci.what().c_str()); return; }
+  }
+  auto step = [&]() {
+    gka::Result r = gka::forward(fa, fws, fws_bytes, stream);
+    if (r.ok()) BENCH_CUDA(cudaEventRecord(em, stream));
+    if (r.ok()) r = gka::backward(ba, bws, bws_bytes, stream);
+    return r;
+  };
+  for (int w = 0; w < 2; ++w) {
+    const gka::Result r = step();
+    if (!r.ok()) { state.SkipWithError(r.what().c_str()); return; }
+  }
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  double fwd_ms = 0, bwd_ms = 0;
+  int it = 0;
+  for (auto _ : state) {
+    BENCH_CUDA(cudaEventRecord(e0, stream));
+    const gka::Result r = step();
+    BENCH_CUDA(cudaEventRecord(e1, stream));
+    BENCH_CUDA(cudaEventSynchronize(e1));
+    if (!r.ok()) { state.SkipWithError(r.what().c_str()); break; }
+    float ms = 0, ms_f = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    BENCH_CUDA(cudaEventElapsedTime(&ms_f, e0, em));
+    fwd_ms += ms_f;
+    bwd_ms += ms - ms_f;
+    ++it;
+    state.SetIterationTime(ms * 1e-3);
+  }
+  const double flop = (forward_flop_per_token_head(num_iter, D, 64) + backward_flop_per_token_head(num_iter, D, 64)) *
+                      static_cast<double>(tokens) * H;
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["TFLOP/s"] = benchmark::Counter(flop * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["frac_790"] = benchmark::Counter(flop * 1e-12 / kCeilingTflops, benchmark::Counter::kIsIterationInvariantRate);
+  const double n_it = it > 0 ? static_cast<double>(it) : 1.0;
+  state.counters["fwd_ms"] = fwd_ms / n_it;
+  state.counters["bwd_ms"] = bwd_ms / n_it;
+  BENCH_CUDA(cudaStreamDestroy(stream));
+  for (cudaEvent_t e : {e0, e1, em}) BENCH_CUDA(cudaEventDestroy(e));
+  for (void* p : {q, k, v, alpha, g, o, x, nu, d_o, dq, dk, dv, dalpha, dg, fws, bws}) BENCH_CUDA(cudaFree(p));
+}
+
 // The same at T = 2048 with r Chebyshev rounds (second argument): r = 0 times everything but the
 // hot loop, so the difference to r = 30 is the loop's share (TFLOP/s counts the FLOPs of that r).
 void BM_forward_iters(benchmark::State& state) { run_forward(state, state.range(0), static_cast<int>(state.range(1))); }
@@ -190,6 +300,11 @@ BENCHMARK(BM_forward_bf16_states)
     ->UseManualTime()->Unit(benchmark::kMillisecond)
     ->Iterations(10)->Repetitions(5)->ReportAggregatesOnly(true)
     ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+
+BENCHMARK(BM_forward_backward)
+    ->Arg(2048)->Arg(8192)->Arg(32768)
+    ->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);
 
 BENCHMARK(BM_forward_iters)
     ->Args({2048, 0})->Args({2048, 15})

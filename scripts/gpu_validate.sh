@@ -63,7 +63,8 @@ fi
   echo "-- relative L2 error vs float64 reference"
   grep "^ERR|" "$OUT/tests.log" | sed 's/^ERR| //'
   echo "-- forward, 65,536 tokens x 16 heads, D 128, bf16 (medians over repetitions of the mean of 10 calls;"
-  echo "   BM_forward: r 30, BM_forward_bf16_states: bf16 chunk states, BM_forward_iters/T/r: r rounds)"
+  echo "   BM_forward: r 30, BM_forward_bf16_states: bf16 chunk states, BM_forward_iters/T/r: r rounds,"
+  echo "   BM_forward_backward: forward + backward, bp_lambda on, saved chunk states; FLOPs of both)"
   grep -E "_median" "$OUT/bench.log" | awk '{
       name=$1; ms=$2; line=$0; tf=""; tok=""; fr=""; sc=""; so="";
       if (match(line, /TFLOP\/s=[0-9.]+[kMG]?\/s/)) tf=substr(line, RSTART+8, RLENGTH-8);
@@ -71,7 +72,9 @@ fi
       if (match(line, /frac_790=[0-9.]+[munk]?\/s/)) fr=substr(line, RSTART+9, RLENGTH-9);
       if (match(line, /scan_ms=[0-9.]+[munk]?/)) sc=substr(line, RSTART+8, RLENGTH-8);
       if (match(line, /solve_ms=[0-9.]+[munk]?/)) so=substr(line, RSTART+9, RLENGTH-9);
-      printf "%-34s %8s ms  tokens/s %-10s TFLOP/s %-8s frac-of-790 %-9s scan %s ms  solve %s ms\n", name, ms, tok, tf, fr, sc, so }'
+      if (match(line, /fwd_ms=[0-9.]+[munk]?/)) { sc=substr(line, RSTART+7, RLENGTH-7); lab1="fwd"; } else lab1="scan";
+      if (match(line, /bwd_ms=[0-9.]+[munk]?/)) { so=substr(line, RSTART+7, RLENGTH-7); lab2="bwd"; } else lab2="solve";
+      printf "%-34s %8s ms  tokens/s %-10s TFLOP/s %-8s frac-of-790 %-9s %s %s ms  %s %s ms\n", name, ms, tok, tf, fr, lab1, sc, lab2, so }'
   echo "bench exit code: $BENCH_RC"
   if [ -f "$OUT/demo.log" ]; then echo "-- demo"; grep -E "backend|error|demo:" "$OUT/demo.log"; fi
   if [ -f "$OUT/sdpa.log" ]; then echo "-- PyTorch SDPA, causal, same tokens/heads/dim"; cat "$OUT/sdpa.log"; fi

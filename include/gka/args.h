@@ -87,6 +87,11 @@ struct BackwardArgs {
   TokenTensor dbeta;      // out, required when fuse_beta [B,T,H_q]
   StateTensor dh0;        // out, required when h0 is given; symmetrised
   StateTensor ds0;        // out, required when s0 is given
+  // GPU backward only. The workspace of the forward call on the same arguments, still intact: the
+  // backward then reads the chunk states H-bar_n / S-bar_n from it (stored in chunk_state_dtype, as
+  // that forward's ForwardArgs::chunk_state_dtype) instead of recomputing them. Null: recompute.
+  const void* forward_workspace = nullptr;
+  DType chunk_state_dtype = DType::kFP32;
 };
 
 // A pool of per-request states for serving. Slot i of the pool holds H at h.offset(i, head).

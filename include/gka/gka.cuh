@@ -1,5 +1,7 @@
-// gka/gka.cuh: the CUDA umbrella header: the host API of gka/gka.h plus the GPU entry points.
+// gka/gka.cuh: the CUDA umbrella header: the host API of gka/gka.h plus the GPU entry points
+// (forward, backward).
 #pragma once
 
 #include "gka/gka.h"
 #include "gka/api/forward.cuh"
+#include "gka/api/backward.cuh"

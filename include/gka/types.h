@@ -35,7 +35,7 @@ struct TokenTensor {
   int64_t stride_token = 0;
   int64_t stride_head = 0;
 
-  bool present() const { return data != nullptr; }
+  GKA_HOST_DEVICE bool present() const { return data != nullptr; }
   // Contiguous [B, T, H, width] (width = D for vectors, 1 for scalars).
   static TokenTensor contiguous(const void* p, DType t, int64_t T, int64_t H, int64_t width) {
     return TokenTensor{const_cast<void*>(p), t, T * H * width, H * width, width};
@@ -54,7 +54,7 @@ struct StateTensor {
   int64_t stride_head = 0;
   int64_t stride_row = 0;
 
-  bool present() const { return data != nullptr; }
+  GKA_HOST_DEVICE bool present() const { return data != nullptr; }
   static StateTensor contiguous(const void* p, DType t, int64_t H, int64_t D) {
     return StateTensor{const_cast<void*>(p), t, H * D * D, D * D, D};
   }
@@ -73,7 +73,7 @@ struct SeqOffsets {
   IndexType type = IndexType::kInt32;
   int64_t num_seqs = 0;
 
-  bool present() const { return data != nullptr; }
+  GKA_HOST_DEVICE bool present() const { return data != nullptr; }
 };
 
 GKA_NAMESPACE_END

@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include "common/compare.h"
+#include "common/device.h"
 #include "common/random_inputs.h"
 #include "gka/gka.cuh"
 #include "gka/numeric/host_convert.h"
@@ -22,39 +23,14 @@
 
 namespace {
 
-#define CUDA_OK(expr)                                                                  \
-  do {                                                                                 \
-    const cudaError_t e_ = (expr);                                                     \
-    INFO(#expr << ": " << cudaGetErrorString(e_));                                     \
-    REQUIRE(e_ == cudaSuccess);                                                        \
-  } while (0)
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(size_t n) : bytes(n) {
-    if (n) {
-      const cudaError_t e = cudaMalloc(&p, n);
-      if (e != cudaSuccess) p = nullptr;
-    }
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { if (p) cudaFree(p); }
-};
-
-// Host bytes of x in dtype t.
-std::vector<uint8_t> to_bytes(const std::vector<double>& x, gka::DType t) {
-  std::vector<uint8_t> b(x.size() * gka::dtype_size(t));
-  for (size_t i = 0; i < x.size(); ++i) gka::store_from_double(b.data(), t, static_cast<int64_t>(i), x[i]);
-  return b;
-}
-std::vector<double> to_double(const std::vector<uint8_t>& b, gka::DType t) {
-  std::vector<double> x(b.size() / gka::dtype_size(t));
-  for (size_t i = 0; i < x.size(); ++i) x[i] = gka::load_as_double(b.data(), t, static_cast<int64_t>(i));
-  return x;
-}
+using gka_test::DevBuf;
+using gka_test::HostTensor;
+using gka_test::download;
+using gka_test::st;
+using gka_test::to_bytes;
+using gka_test::to_double;
+using gka_test::tok;
+using gka_test::upload;
 
 struct Case {
   std::string name;
@@ -69,35 +45,9 @@ struct Case {
   double tol_o = 1e-2, tol_x = 1e-2, tol_nu = 1e-3, tol_state = 1e-5;  // set per dtype by mk()
 };
 
-struct HostTensor {  // typed host copy + device copy
-  std::vector<uint8_t> host;
-  DevBuf dev;
-  gka::DType t = gka::DType::kFP32;
-};
-
 struct Errors {
   double o = 0, x = 0, nu = 0, ht = 0, st = 0;
 };
-
-void upload(HostTensor& h, const std::vector<double>& x, gka::DType t) {
-  h.t = t;
-  if (x.empty()) return;
-  h.host = to_bytes(x, t);
-  new (&h.dev) DevBuf(h.host.size());
-  REQUIRE(h.dev.p != nullptr);
-  CUDA_OK(cudaMemcpy(h.dev.p, h.host.data(), h.host.size(), cudaMemcpyHostToDevice));
-}
-
-// A [B, T, H, w] view of h; with head_major the storage is [B, H, T, w].
-gka::TokenTensor tok(const HostTensor& h, bool device, int64_t T, int64_t H, int64_t w, bool head_major = false) {
-  if (h.host.empty()) return gka::TokenTensor{};
-  gka::TokenTensor t = gka::TokenTensor::contiguous(device ? h.dev.p : h.host.data(), h.t, T, H, w);
-  if (head_major) {
-    t.stride_token = w;
-    t.stride_head = T * w;
-  }
-  return t;
-}
 
 // [B, T, H, D] -> [B, H, T, D]
 std::vector<double> to_head_major(const std::vector<double>& x, int64_t B, int64_t T, int64_t H, int64_t D) {
@@ -108,11 +58,6 @@ std::vector<double> to_head_major(const std::vector<double>& x, int64_t B, int64
         for (int64_t d = 0; d < D; ++d) y[((b * H + h) * T + t) * D + d] = x[((b * T + t) * H + h) * D + d];
   return y;
 }
-gka::StateTensor st(const HostTensor& h, bool device, int64_t H, int64_t D) {
-  if (h.host.empty()) return gka::StateTensor{};
-  return gka::StateTensor::contiguous(device ? h.dev.p : h.host.data(), h.t, H, D);
-}
-
 struct Problem {
   Case cs;
   gka_test::HostProblem prob;
@@ -217,12 +162,6 @@ gka::ForwardArgs with_outputs(const Problem& P, const DevOut& out) {
 void poison(DevOut& out, cudaStream_t stream) {
   for (DevBuf* b : {&out.o, &out.x, &out.nu, &out.ht, &out.st})
     CUDA_OK(cudaMemsetAsync(b->p, 0xff, b->bytes, stream));  // all-ones = NaN in bf16/fp16/fp32
-}
-
-std::vector<uint8_t> download(const DevBuf& b) {
-  std::vector<uint8_t> h(b.bytes);
-  REQUIRE(cudaMemcpy(h.data(), b.p, b.bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
 }
 
 std::vector<std::vector<uint8_t>> download_all(const DevOut& out) {

@@ -243,53 +243,43 @@ inline Result forward(const ForwardArgs& args, void* workspace, size_t workspace
   return detail::forward_impl(args, workspace, workspace_bytes, stream, nullptr);
 }
 
-inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, size_t workspace_bytes,
-                                   cudaStream_t stream, const ForwardProbe* probe) {
-  GKA_RETURN_IF_ERROR(detail::check_forward_args(args));
+namespace detail {
+
+// Chunk geometry of a problem; with cu_seqlens, enqueues the chunk-table kernel that fills `table`
+// ([chunk_bound] int64) and `seqs` ([num_seqs] SeqEntry) on the device.
+inline Result make_chunk_geometry(const ProblemShape& s, int64_t chunk_bound, int64_t* table, tiling::SeqEntry* seqs,
+                                  cudaStream_t stream, tiling::ChunkGeometry* geo) {
+  geo->batch = s.batch;
+  geo->seqlen = s.seqlen;
+  geo->chunk = kForwardChunk;
+  geo->varlen = s.varlen();
+  geo->num_seqs = s.num_states();
+  geo->chunk_bound = chunk_bound;
+  if (!geo->varlen) return Result::success();
+  geo->table = table;
+  geo->seqs = seqs;
+  kernels::ChunkTableParams tp;
+  tp.cu_seqlens = s.cu_seqlens.data;
+  tp.index_type = s.cu_seqlens.type;
+  tp.num_seqs = s.cu_seqlens.num_seqs;
+  tp.chunk = kForwardChunk;
+  tp.chunk_bound = chunk_bound;
+  tp.table = table;
+  tp.seqs = seqs;
+  kernels::chunk_table_kernel<><<<1, kernels::kChunkTableThreads, 0, stream>>>(tp);
+  return cuda_result(cudaGetLastError(), "chunk_table_kernel launch");
+}
+
+// f absent means f = g; g absent means no decay of S.
+inline gating::Gate gate_of_s(const OperatorInputs& in) { return make_gate(in.g); }
+inline gating::Gate gate_of_h(const OperatorInputs& in) { return in.f.present() ? make_gate(in.f) : make_gate(in.g); }
+
+// The chunk-state scans (spec 3.2): H-bar / S-bar before every chunk into states_h / states_s (fp32,
+// or bf16 with bf16_states), the final states into args.ht / args.st when present.
+inline Result launch_state_scans(const ForwardArgs& args, const tiling::ChunkGeometry& geo, void* states_h,
+                                 void* states_s, bool bf16_states, cudaStream_t stream) {
   const ProblemShape& s = args.shape;
-  const detail::ForwardLayout L = detail::forward_layout(args);
-  if (workspace_bytes < L.total)
-    return Result(Status::kErrorWorkspaceTooSmall, "workspace_bytes = " + std::to_string(workspace_bytes) +
-                                                       " < forward_workspace_size() = " + std::to_string(L.total));
-  if (workspace == nullptr) return Result(Status::kErrorNullPointer, "workspace is null");
-  if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
-    return Result(Status::kErrorMisaligned, "workspace must be 256-byte aligned");
-  if (s.heads_q > 65535) return Result(Status::kErrorNotSupported, "shape.heads_q above 65535");
-
-  uint8_t* ws = static_cast<uint8_t*>(workspace);
-  tiling::ChunkGeometry geo;
-  geo.batch = s.batch;
-  geo.seqlen = s.seqlen;
-  geo.chunk = detail::kForwardChunk;
-  geo.varlen = s.varlen();
-  geo.num_seqs = s.num_states();
-  geo.chunk_bound = L.chunk_bound;
-  if (geo.varlen) {
-    geo.table = reinterpret_cast<const int64_t*>(ws + L.off_table);
-    geo.seqs = reinterpret_cast<const tiling::SeqEntry*>(ws + L.off_seqs);
-    kernels::ChunkTableParams tp;
-    tp.cu_seqlens = s.cu_seqlens.data;
-    tp.index_type = s.cu_seqlens.type;
-    tp.num_seqs = s.cu_seqlens.num_seqs;
-    tp.chunk = detail::kForwardChunk;
-    tp.chunk_bound = L.chunk_bound;
-    tp.table = reinterpret_cast<int64_t*>(ws + L.off_table);
-    tp.seqs = reinterpret_cast<tiling::SeqEntry*>(ws + L.off_seqs);
-    kernels::chunk_table_kernel<<<1, kernels::kChunkTableThreads, 0, stream>>>(tp);
-    GKA_RETURN_IF_ERROR(detail::cuda_result(cudaGetLastError(), "chunk_table_kernel launch"));
-  }
-  if (L.chunk_bound == 0 && !args.ht.present() && !args.st.present()) return Result::success();
-
   const OperatorInputs& in = args.in;
-  // f absent means f = g; g absent means no decay of S.
-  const gating::Gate gate_s = detail::make_gate(in.g);
-  const gating::Gate gate_h = in.f.present() ? detail::make_gate(in.f) : gate_s;
-  const bool split = detail::split_policy(args);
-  void* states_h = ws + L.off_h;
-  void* states_s = ws + L.off_s;
-  // Validated to be fp32 or bf16: one template instantiation each, no branch in the kernels.
-  const bool bf16_states = args.chunk_state_dtype == DType::kBF16;
-
   kernels::StateScanParams sp;
   sp.geo = geo;
   sp.heads_q = s.heads_q;
@@ -297,8 +287,8 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   sp.k = in.k;
   sp.v = in.v;
   sp.beta = in.beta;
-  sp.gate_h = gate_h;
-  sp.gate_s = gate_s;
+  sp.gate_h = gate_of_h(in);
+  sp.gate_s = gate_of_s(in);
   sp.l2norm_k = args.options.l2norm_qk;
   sp.use_beta = args.options.fuse_beta;
   sp.h0 = in.h0;
@@ -308,13 +298,15 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   sp.states_h = states_h;
   sp.states_s = states_s;
   const int64_t nseq = s.num_states();
-  Result r = bf16_states ? detail::launch_scan_any<__nv_bfloat16>(in.q.dtype, s.head_dim, sp, nseq, stream)
-                         : detail::launch_scan_any<float>(in.q.dtype, s.head_dim, sp, nseq, stream);
-  GKA_RETURN_IF_ERROR(r);
-  if (probe != nullptr && probe->after_scan != nullptr)
-    GKA_RETURN_IF_ERROR(detail::cuda_result(cudaEventRecord(probe->after_scan, stream), "probe event"));
-  if (L.chunk_bound == 0) return Result::success();
+  return bf16_states ? launch_scan_any<__nv_bfloat16>(in.q.dtype, s.head_dim, sp, nseq, stream)
+                     : launch_scan_any<float>(in.q.dtype, s.head_dim, sp, nseq, stream);
+}
 
+// The fused nu + solve + read-out kernel over every chunk (spec 3.3-3.5): o, and x / nu when present.
+inline Result launch_solve_readout(const ForwardArgs& args, const tiling::ChunkGeometry& geo, const void* states_h,
+                                   const void* states_s, bool bf16_states, cudaStream_t stream) {
+  const ProblemShape& s = args.shape;
+  const OperatorInputs& in = args.in;
   kernels::SolveReadoutParams pp;
   pp.geo = geo;
   pp.heads_q = s.heads_q;
@@ -324,8 +316,8 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   pp.v = in.v;
   pp.alpha = in.alpha;
   pp.beta = in.beta;
-  pp.gate_h = gate_h;
-  pp.gate_s = gate_s;
+  pp.gate_h = gate_of_h(in);
+  pp.gate_s = gate_of_s(in);
   pp.l2norm_qk = args.options.l2norm_qk;
   pp.use_beta = args.options.fuse_beta;
   pp.num_iter = args.options.num_iter;
@@ -336,8 +328,47 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   pp.o = args.o;
   pp.x = args.x;
   pp.nu = args.nu;
-  return bf16_states ? detail::launch_solve_any<__nv_bfloat16>(s.head_dim, split, pp, L.chunk_bound, stream)
-                     : detail::launch_solve_any<float>(s.head_dim, split, pp, L.chunk_bound, stream);
+  const bool split = split_policy(args);
+  return bf16_states ? launch_solve_any<__nv_bfloat16>(s.head_dim, split, pp, geo.chunk_bound, stream)
+                     : launch_solve_any<float>(s.head_dim, split, pp, geo.chunk_bound, stream);
+}
+
+// Host checks of a caller-owned workspace.
+inline Result check_workspace(const void* workspace, size_t workspace_bytes, size_t need, const char* sizer) {
+  if (workspace_bytes < need)
+    return Result(Status::kErrorWorkspaceTooSmall, "workspace_bytes = " + std::to_string(workspace_bytes) + " < " +
+                                                       sizer + " = " + std::to_string(need));
+  if (need > 0 && workspace == nullptr) return Result(Status::kErrorNullPointer, "workspace is null");
+  if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
+    return Result(Status::kErrorMisaligned, "workspace must be 256-byte aligned");
+  return Result::success();
+}
+
+}  // namespace detail
+
+inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, size_t workspace_bytes,
+                                   cudaStream_t stream, const ForwardProbe* probe) {
+  GKA_RETURN_IF_ERROR(detail::check_forward_args(args));
+  const ProblemShape& s = args.shape;
+  const detail::ForwardLayout L = detail::forward_layout(args);
+  GKA_RETURN_IF_ERROR(detail::check_workspace(workspace, workspace_bytes, L.total, "forward_workspace_size()"));
+  if (s.heads_q > 65535) return Result(Status::kErrorNotSupported, "shape.heads_q above 65535");
+
+  uint8_t* ws = static_cast<uint8_t*>(workspace);
+  tiling::ChunkGeometry geo;
+  GKA_RETURN_IF_ERROR(detail::make_chunk_geometry(s, L.chunk_bound, reinterpret_cast<int64_t*>(ws + L.off_table),
+                                                  reinterpret_cast<tiling::SeqEntry*>(ws + L.off_seqs), stream, &geo));
+  if (L.chunk_bound == 0 && !args.ht.present() && !args.st.present()) return Result::success();
+
+  void* states_h = ws + L.off_h;
+  void* states_s = ws + L.off_s;
+  // Validated to be fp32 or bf16: one template instantiation each, no branch in the kernels.
+  const bool bf16_states = args.chunk_state_dtype == DType::kBF16;
+  GKA_RETURN_IF_ERROR(detail::launch_state_scans(args, geo, states_h, states_s, bf16_states, stream));
+  if (probe != nullptr && probe->after_scan != nullptr)
+    GKA_RETURN_IF_ERROR(detail::cuda_result(cudaEventRecord(probe->after_scan, stream), "probe event"));
+  if (L.chunk_bound == 0) return Result::success();
+  return detail::launch_solve_readout(args, geo, states_h, states_s, bf16_states, stream);
 }
 
 GKA_NAMESPACE_END

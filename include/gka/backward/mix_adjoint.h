@@ -10,7 +10,7 @@
 #include "gka/config.h"
 
 GKA_NAMESPACE_BEGIN
-namespace backward {
+namespace grad {
 
 // One element of q~ = q + alpha (x - q).
 template <class Real>
@@ -44,5 +44,5 @@ GKA_HOST_DEVICE inline Real solve_query_grad(int num_iter, Real dx, Real z) {
   return num_iter == 0 ? dx : z;
 }
 
-}  // namespace backward
+}  // namespace grad
 GKA_NAMESPACE_END

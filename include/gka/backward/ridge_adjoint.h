@@ -10,7 +10,7 @@
 #include "gka/config.h"
 
 GKA_NAMESPACE_BEGIN
-namespace backward {
+namespace grad {
 
 // Whether token t has a solve adjoint z_t (otherwise z_t = 0).
 template <class Real>
@@ -38,5 +38,5 @@ GKA_HOST_DEVICE inline RidgeAdjoint<Real> ridge_adjoint(Real ratio, Real zx, Rea
   return r;
 }
 
-}  // namespace backward
+}  // namespace grad
 GKA_NAMESPACE_END

@@ -6,7 +6,7 @@
 #include "gka/config.h"
 
 GKA_NAMESPACE_BEGIN
-namespace backward {
+namespace grad {
 
 // One reverse step at token t, given adj = dL/dM_t (total, D x D): returns the gate gradient in
 // local form, dl_t = e^{l_t} <adj, M_{t-1}>, and writes carry = e^{l_t} adj, the share of
@@ -26,5 +26,5 @@ GKA_HOST_DEVICE inline Real symmetric_part(Real g_ij, Real g_ji) {
   return Real(0.5) * (g_ij + g_ji);
 }
 
-}  // namespace backward
+}  // namespace grad
 GKA_NAMESPACE_END

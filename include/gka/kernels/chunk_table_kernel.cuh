@@ -23,6 +23,8 @@ struct ChunkTableParams {
 
 constexpr int kChunkTableThreads = 1024;
 
+// A template only so that every translation unit that includes this header can define it (header-only).
+template <int kUnused = 0>
 __global__ void __launch_bounds__(kChunkTableThreads) chunk_table_kernel(ChunkTableParams p) {
   __shared__ int64_t warp_sums[32];
   __shared__ int64_t carry;

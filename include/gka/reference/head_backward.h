@@ -74,7 +74,7 @@ inline void recompute_block(const HeadInputs<Real>& in, int t0, int t1, const Re
 template <class Real>
 inline void solve_adjoint_token(int D, const Real* H, Real nu, const SolverParams& p,
                                 const Real* dx, Real* z) {
-  if (!backward::has_solve_adjoint(p.num_iter, nu)) {
+  if (!grad::has_solve_adjoint(p.num_iter, nu)) {
     for (int i = 0; i < D; ++i) z[i] = 0;
     return;
   }
@@ -133,7 +133,7 @@ inline HeadGrads<Real> backward_sequential(const HeadInputs<Real>& in, const Hea
       const Real alpha = in.mix(t);
 
       // GLA adjoint (spec 4.2).
-      backward::mix_query_row(D, alpha, q, xt, qmix.data());
+      grad::mix_query_row(D, alpha, q, xt, qmix.data());
       for (int i = 0; i < D; ++i) {
         Real acc = 0;
         for (int j = 0; j < D; ++j) acc += S[i * D + j] * d_o[j];
@@ -150,22 +150,22 @@ inline HeadGrads<Real> backward_sequential(const HeadInputs<Real>& in, const Hea
         g.dk[t * D + i] = dk_i;
         g.dv[t * D + i] = dv_i;
       }
-      g.dg[t] = backward::decayed_state_adjoint_step(D, std::exp(in.gate_g(t)), Shat.data(), S_prev, carry_s.data());
+      g.dg[t] = grad::decayed_state_adjoint_step(D, std::exp(in.gate_g(t)), Shat.data(), S_prev, carry_s.data());
 
       // alpha-mix adjoint (spec 4.3).
-      g.dalpha[t] = backward::mix_adjoint_row(D, alpha, dqmix.data(), q, xt, p.num_iter, dx.data(), &g.dq[t * D]);
+      g.dalpha[t] = grad::mix_adjoint_row(D, alpha, dqmix.data(), q, xt, p.num_iter, dx.data(), &g.dq[t * D]);
 
       // Solve adjoint (spec 4.4).
       Real* z = g.z.data() + t * D;
       solve_adjoint_token(D, H, nu[t], p, dx.data(), z);
-      for (int i = 0; i < D; ++i) g.dq[t * D + i] += backward::solve_query_grad(p.num_iter, dx[i], z[i]);
+      for (int i = 0; i < D; ++i) g.dq[t * D + i] += grad::solve_query_grad(p.num_iter, dx[i], z[i]);
 
       // Covariance adjoint (spec 4.5): Phi_t = Psi_t + carry_h.
       Real lam_coef = 0;  // u_t / nu_t
       if (bp_lambda) {
         Real zx = 0;
         for (int i = 0; i < D; ++i) zx += z[i] * xt[i];
-        lam_coef = backward::ridge_adjoint(a, zx, nu[t]).u_over_nu();
+        lam_coef = grad::ridge_adjoint(a, zx, nu[t]).u_over_nu();
       }
       for (int i = 0; i < D; ++i)
         for (int j = 0; j < D; ++j)
@@ -176,14 +176,14 @@ inline HeadGrads<Real> backward_sequential(const HeadInputs<Real>& in, const Hea
         g.dk_h[t * D + i] = acc;
         g.dk[t * D + i] += acc;
       }
-      g.df[t] = backward::decayed_state_adjoint_step(D, std::exp(in.gate_f(t)), Phi.data(), H_prev, carry_h.data());
+      g.df[t] = grad::decayed_state_adjoint_step(D, std::exp(in.gate_f(t)), Phi.data(), H_prev, carry_h.data());
     }
   }
 
   g.ds0 = carry_s;
   g.dh0.assign(DD, Real(0));
   for (int i = 0; i < D; ++i)
-    for (int j = 0; j < D; ++j) g.dh0[i * D + j] = backward::symmetric_part(carry_h[i * D + j], carry_h[j * D + i]);
+    for (int j = 0; j < D; ++j) g.dh0[i * D + j] = grad::symmetric_part(carry_h[i * D + j], carry_h[j * D + i]);
   if (!in.f)  // f = g: one gate, report the total in dg
     for (int t = 0; t < T; ++t) g.dg[t] += g.df[t];
   return g;

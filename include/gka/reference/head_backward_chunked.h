@@ -130,7 +130,7 @@ inline std::vector<Real> solve_adjoint_chunked(int T, int D, const std::vector<C
                                    chunked::decay_mask(c.F), nu_c, p, len, D);
     }
     for (int j = 0; j < len; ++j)
-      if (backward::has_solve_adjoint(p.num_iter, nu_c[j])) std::copy(&Zc[j * D], &Zc[(j + 1) * D], &Z[(c.t0 + j) * D]);
+      if (grad::has_solve_adjoint(p.num_iter, nu_c[j])) std::copy(&Zc[j * D], &Zc[(j + 1) * D], &Z[(c.t0 + j) * D]);
   }
   return Z;
 }
@@ -184,7 +184,7 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
     std::vector<Real> w(len, Real(0)), u_nu(len, Real(0));  // w_j = 2 u_j / nu_j, u_j nu_j
     if (bp_lambda)
       for (int j = 0; j < len; ++j) {
-        const backward::RidgeAdjoint<Real> r = backward::ridge_adjoint(ratio, dot(D, z(j), x(j)), nu[c.t0 + j]);
+        const grad::RidgeAdjoint<Real> r = grad::ridge_adjoint(ratio, dot(D, z(j), x(j)), nu[c.t0 + j]);
         w[j] = r.w;
         u_nu[j] = r.u_nu;
       }
@@ -283,7 +283,7 @@ inline CovarianceGrads<Real> covariance_adjoint_chunked(int T, int D, const std:
   out.dh0.assign(DD, Real(0));
   for (int a = 0; a < D; ++a)
     for (int bb = 0; bb < D; ++bb)
-      out.dh0[a * D + bb] = -backward::symmetric_part(R[0][a * D + bb], R[0][bb * D + a]) - Real(0.5) * B[a * D + bb];
+      out.dh0[a * D + bb] = -grad::symmetric_part(R[0][a * D + bb], R[0][bb * D + a]) - Real(0.5) * B[a * D + bb];
   return out;
 }
 
@@ -379,7 +379,7 @@ inline HeadGrads<Real> backward_chunked(const HeadInputs<Real>& in, const HeadGr
   const auto chunks_s = make_chunks<Real>(T, C, [&](int t) { return in.gate_g(t); });
 
   std::vector<Real> Qmix(static_cast<size_t>(T) * D);
-  for (int t = 0; t < T; ++t) backward::mix_query_row(D, in.mix(t), in.q + t * D, X + t * D, &Qmix[t * D]);
+  for (int t = 0; t < T; ++t) grad::mix_query_row(D, in.mix(t), in.q + t * D, X + t * D, &Qmix[t * D]);
   GlaGrads<Real> gla = gla_adjoint_chunked(T, D, chunks_s, Qmix.data(), in.k, in.v, in.s0, gin.d_o, gin.d_st,
                                            Real(p.scale));
 
@@ -389,13 +389,13 @@ inline HeadGrads<Real> backward_chunked(const HeadInputs<Real>& in, const HeadGr
   g.dalpha.assign(T, Real(0));
   std::vector<Real> dX(static_cast<size_t>(T) * D);
   for (int t = 0; t < T; ++t)
-    g.dalpha[t] = backward::mix_adjoint_row(D, in.mix(t), &gla.dqmix[t * D], in.q + t * D, X + t * D, p.num_iter,
+    g.dalpha[t] = grad::mix_adjoint_row(D, in.mix(t), &gla.dqmix[t * D], in.q + t * D, X + t * D, p.num_iter,
                                             &dX[t * D], &g.dq[t * D]);
 
   // Pass A, Pass B, Passes C-F.
   const auto Hbar = covariance_chunk_states(D, chunks_h, in.k, in.h0);
   g.z = solve_adjoint_chunked(T, D, chunks_h, in.k, Hbar, nu, dX.data(), p);
-  for (size_t e = 0; e < g.dq.size(); ++e) g.dq[e] += backward::solve_query_grad(p.num_iter, dX[e], g.z[e]);
+  for (size_t e = 0; e < g.dq.size(); ++e) g.dq[e] += grad::solve_query_grad(p.num_iter, dX[e], g.z[e]);
   CovarianceGrads<Real> cov = covariance_adjoint_chunked(T, D, chunks_h, in.k, Hbar, X, g.z.data(), nu,
                                                          Real(p.ratio), bp_lambda, gin.d_ht);
 

@@ -223,7 +223,7 @@ inline HeadForward<Real> forward_chunked(const HeadInputs<Real>& in, const Solve
 
     // 3.5: Q̃ = Q + diag(α)(X − Q), then the GLA read-out against S̄ and the chunk's own tokens.
     std::vector<Real> Qmix(static_cast<size_t>(len) * D);
-    for (int j = 0; j < len; ++j) backward::mix_query_row(D, in.mix(begin + j), &Q[j * D], &X[j * D], &Qmix[j * D]);
+    for (int j = 0; j < len; ++j) grad::mix_query_row(D, in.mix(begin + j), &Q[j * D], &X[j * D], &Qmix[j * D]);
     chunked::gla_output(Sbar, Qmix, K, V, G, Lg, Real(p.scale), len, D, out.o.data() + static_cast<size_t>(begin) * D);
 
     for (int j = 0; j < len; ++j) out.nu[begin + j] = nu[j];

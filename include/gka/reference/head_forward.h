@@ -158,7 +158,7 @@ inline HeadForward<Real> forward_sequential(const HeadInputs<Real>& in, const So
     out.nu[t] = nu;
     Real* x = out.x.data() + t * D;
     solve_token(D, H.data(), frozen_nu ? frozen_nu[t] : nu, p, q, x);
-    backward::mix_query_row(D, in.mix(t), q, x, qmix.data());
+    grad::mix_query_row(D, in.mix(t), q, x, qmix.data());
     for (int j = 0; j < D; ++j) {
       Real acc = 0;
       for (int i = 0; i < D; ++i) acc += S[i * D + j] * qmix[i];

@@ -1,0 +1,304 @@
+// gka/api/backward.cuh: the chunk-wise GPU backward (spec 4) behind one call.
+//
+//   size_t      gka::backward_workspace_size(const BackwardArgs&);
+//   gka::Result gka::can_implement(const BackwardArgs&, int device);
+//   gka::Result gka::backward(const BackwardArgs&, void* workspace, size_t workspace_bytes, cudaStream_t);
+//
+// backward() validates on the host (no device memory is read), then enqueues on `stream` the kernel
+// sequence of kernels/backward_params.cuh. It allocates nothing and never synchronises, so it can be
+// captured in a CUDA graph. Every gradient is written by exactly one thread in a fixed order: two
+// calls give bitwise-equal results.
+//
+// Saving vs recomputing (the workspace size reports each):
+//   * x and nu: pass the forward's (ForwardArgs::x in fp32 is the accurate choice, and nu); when
+//     either is absent the backward reruns the forward's kernels to get both (about one forward).
+//   * chunk states: pass BackwardArgs::forward_workspace (the forward's workspace, intact) to read
+//     H-bar_n / S-bar_n from it, or leave it null to recompute them with the forward's scan kernel
+//     (the scan is ~20% of a forward); recomputing needs 2 * chunks * H_q * D^2 * 4 more bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "gka/api/forward.cuh"
+#include "gka/kernels/backward_params.cuh"
+#include "gka/kernels/bwd_cov_kernel.cuh"
+#include "gka/kernels/bwd_finish_kernel.cuh"
+#include "gka/kernels/bwd_gla_kernel.cuh"
+#include "gka/kernels/bwd_reverse_scan_kernel.cuh"
+#include "gka/kernels/bwd_solve_kernel.cuh"
+
+GKA_NAMESPACE_BEGIN
+
+namespace detail {
+
+// The forward problem a backward differentiates.
+inline ForwardArgs forward_args_of(const BackwardArgs& a) {
+  ForwardArgs f;
+  f.shape = a.shape;
+  f.in = a.in;
+  f.options = a.options;
+  f.chunk_state_dtype = a.chunk_state_dtype;
+  return f;
+}
+
+struct BackwardLayout {
+  int64_t chunk_bound = 0, tokens = 0;
+  bool recompute_states = false, recompute_x = false;
+  size_t off_table = 0, off_seqs = 0;
+  size_t off_h = 0, off_s = 0;             // recomputed chunk states (fp32)
+  size_t off_x = 0, off_nu = 0, off_o = 0; // recomputed x (fp32), nu, and the forward's o (discarded)
+  size_t off_z = 0, off_qmix = 0, off_dk = 0, off_dv = 0;
+  size_t off_qdq = 0, off_w = 0, off_unu = 0, off_dgs = 0;
+  size_t off_rend = 0, off_send = 0, off_bend = 0;
+  size_t off_rfirst = 0, off_sfirst = 0, off_btotal = 0;
+  size_t total = 0;
+};
+
+inline BackwardLayout backward_layout(const BackwardArgs& a) {
+  BackwardLayout L;
+  const ProblemShape& s = a.shape;
+  const int64_t Hq = s.heads_q, D = s.head_dim, N = s.num_states();
+  L.chunk_bound = tiling::chunk_bound(s.batch, s.seqlen, s.varlen(), s.cu_seqlens.num_seqs, kForwardChunk);
+  L.tokens = s.batch * s.seqlen;
+  L.recompute_states = a.forward_workspace == nullptr;
+  L.recompute_x = !a.x.present() || !a.nu.present();
+  size_t end = 0;
+  auto take = [&](size_t bytes) {
+    const size_t off = end;
+    end += align_up(bytes, 256);
+    return off;
+  };
+  const size_t f4 = sizeof(float);
+  const size_t tokD = static_cast<size_t>(L.tokens) * Hq * D * f4, tok1 = static_cast<size_t>(L.tokens) * Hq * f4;
+  const size_t chunkDD = static_cast<size_t>(L.chunk_bound) * Hq * D * D * f4;
+  const size_t seqDD = static_cast<size_t>(N) * Hq * D * D * f4;
+  if (s.varlen()) {
+    L.off_table = take(static_cast<size_t>(L.chunk_bound) * 8);
+    L.off_seqs = take(static_cast<size_t>(s.cu_seqlens.num_seqs) * sizeof(tiling::SeqEntry));
+  }
+  if (L.recompute_states) {
+    L.off_h = take(chunkDD);
+    L.off_s = take(chunkDD);
+  }
+  if (L.recompute_x) {
+    L.off_x = take(tokD);
+    L.off_nu = take(tok1);
+    L.off_o = take(static_cast<size_t>(L.tokens) * Hq * D * dtype_size(a.in.q.dtype));
+  }
+  L.off_z = take(tokD);
+  L.off_qmix = take(tokD);
+  L.off_dk = take(tokD);
+  L.off_dv = take(tokD);
+  L.off_qdq = take(tok1);
+  L.off_w = take(tok1);
+  L.off_unu = take(tok1);
+  L.off_dgs = take(tok1);
+  L.off_rend = take(chunkDD);
+  L.off_send = take(chunkDD);
+  L.off_rfirst = take(seqDD);
+  L.off_sfirst = take(seqDD);
+  if (a.bp_lambda) {
+    L.off_bend = take(chunkDD);
+    L.off_btotal = take(seqDD);
+  }
+  L.total = end;
+  return L;
+}
+
+inline Result check_backward_args(const BackwardArgs& args) {
+  GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
+  if (args.options.chunk_size != kForwardChunk)
+    return Result(Status::kErrorNotSupported, "options.chunk_size: the CUDA backward implements C = 64 only (got " +
+                                                  std::to_string(args.options.chunk_size) + ")");
+  if (args.options.l2norm_qk || args.options.fuse_beta)
+    return Result(Status::kErrorNotSupported,
+                  "options.l2norm_qk / options.fuse_beta: the CUDA backward takes q, k, v after these transforms "
+                  "(apply them outside and chain their gradients; the float64 reference supports both)");
+  if (args.shape.heads_q > 65535)
+    return Result(Status::kErrorNotSupported, "shape.heads_q above 65535 is not supported by the CUDA backward");
+  return Result::success();
+}
+
+template <class Kernel>
+inline Result launch_checked(std::atomic<uint64_t>& smem_set, Kernel kern, dim3 grid, int threads, int smem,
+                             cudaStream_t stream, const kernels::BackwardParams& p, const char* what) {
+  if (smem > 48 * 1024) GKA_RETURN_IF_ERROR(set_smem_once(smem_set, kern, smem, what));
+  kern<<<grid, threads, smem, stream>>>(p);
+  return cuda_result(cudaGetLastError(), what);
+}
+
+template <int D, class TState>
+inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool split, int64_t num_seqs,
+                                      cudaStream_t stream) {
+  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
+  if (cb > 0) {
+    if (split) {
+      static std::atomic<uint64_t> s{0};
+      GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_solve_kernel<D, true, TState>, dim3(cb, hq),
+                                         kernels::kBwdSolveThreads, kernels::BwdSolveSmem<D, true>::kBytes, stream, p,
+                                         "bwd_solve_kernel"));
+    } else {
+      static std::atomic<uint64_t> s{0};
+      GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_solve_kernel<D, false, TState>, dim3(cb, hq),
+                                         kernels::kBwdSolveThreads, kernels::BwdSolveSmem<D, false>::kBytes, stream, p,
+                                         "bwd_solve_kernel"));
+    }
+  }
+  {
+    static std::atomic<uint64_t> s{0};
+    GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState>,
+                                       dim3(static_cast<unsigned>(num_seqs * p.heads_q), 3, D / 64),
+                                       kernels::kBwdScanThreads, kernels::BwdScanSmem<D>::kBytes, stream, p,
+                                       "bwd_reverse_scan_kernel"));
+  }
+  if (cb > 0) {
+    static std::atomic<uint64_t> s1{0}, s2{0};
+    GKA_RETURN_IF_ERROR(launch_checked(s1, kernels::bwd_gla_kernel<D, TState>, dim3(cb, hq), kernels::kBwdGlaThreads,
+                                       kernels::BwdGlaSmem<D>::kBytes, stream, p, "bwd_gla_kernel"));
+    GKA_RETURN_IF_ERROR(launch_checked(s2, kernels::bwd_cov_kernel<D, TState>, dim3(cb, hq), kernels::kBwdCovThreads,
+                                       kernels::BwdCovSmem<D>::kBytes, stream, p, "bwd_cov_kernel"));
+  }
+  return Result::success();
+}
+
+// dk, dv over the GQA groups; dH_0, dS_0.
+template <int D>
+inline Result launch_backward_finish(const kernels::BackwardParams& p, int64_t tokens, int64_t num_seqs,
+                                     cudaStream_t stream) {
+  if (tokens > 0) {
+    const int64_t pairs = tokens * (D / 2);
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((pairs + kernels::kBwdFinishThreads - 1) /
+                                                                        kernels::kBwdFinishThreads, 4096));
+    kernels::bwd_group_sum_kernel<D><<<dim3(blocks, static_cast<unsigned>(p.heads_q / p.group)), kernels::kBwdFinishThreads,
+                                    0, stream>>>(p, tokens);
+    GKA_RETURN_IF_ERROR(cuda_result(cudaGetLastError(), "bwd_group_sum_kernel"));
+  }
+  if (num_seqs > 0 && (p.dh0.present() || p.ds0.present())) {
+    const unsigned blocks = static_cast<unsigned>((D * D + kernels::kBwdFinishThreads - 1) / kernels::kBwdFinishThreads);
+    kernels::bwd_state_grads_kernel<D><<<dim3(blocks, static_cast<unsigned>(p.heads_q), static_cast<unsigned>(num_seqs)),
+                                      kernels::kBwdFinishThreads, 0, stream>>>(p);
+    GKA_RETURN_IF_ERROR(cuda_result(cudaGetLastError(), "bwd_state_grads_kernel"));
+  }
+  return Result::success();
+}
+
+}  // namespace detail
+
+inline size_t backward_workspace_size(const BackwardArgs& args) { return detail::backward_layout(args).total; }
+
+// Host-only checks that the kernels can run these arguments on `device`.
+inline Result can_implement(const BackwardArgs& args, int device) {
+  GKA_RETURN_IF_ERROR(detail::check_backward_args(args));
+  return can_implement(detail::forward_args_of(args), device);
+}
+
+inline Result backward(const BackwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  GKA_RETURN_IF_ERROR(detail::check_backward_args(args));
+  const ProblemShape& s = args.shape;
+  const detail::BackwardLayout L = detail::backward_layout(args);
+  GKA_RETURN_IF_ERROR(detail::check_workspace(workspace, workspace_bytes, L.total, "backward_workspace_size()"));
+  uint8_t* ws = static_cast<uint8_t*>(workspace);
+  const int64_t Hq = s.heads_q, D = s.head_dim, T = s.seqlen, N = s.num_states();
+
+  tiling::ChunkGeometry geo;
+  GKA_RETURN_IF_ERROR(detail::make_chunk_geometry(s, L.chunk_bound, reinterpret_cast<int64_t*>(ws + L.off_table),
+                                                  reinterpret_cast<tiling::SeqEntry*>(ws + L.off_seqs), stream, &geo));
+
+  // Chunk states and the forward's x / nu: saved or recomputed.
+  ForwardArgs fa = detail::forward_args_of(args);
+  const void* states_h = nullptr;
+  const void* states_s = nullptr;
+  bool bf16_states = false;
+  if (L.recompute_states || L.recompute_x) {
+    // Recompute into this workspace, fp32 (the saved forward workspace, if any, is not touched).
+    fa.chunk_state_dtype = DType::kFP32;
+    void* sh = ws + L.off_h;
+    void* ss = ws + L.off_s;
+    if (!L.recompute_states) {  // states saved, only x / nu missing: read the saved states
+      const detail::ForwardLayout FL = detail::forward_layout(detail::forward_args_of(args));
+      states_h = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_h;
+      states_s = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_s;
+      bf16_states = args.chunk_state_dtype == DType::kBF16;
+    } else {
+      GKA_RETURN_IF_ERROR(detail::launch_state_scans(fa, geo, sh, ss, false, stream));
+      states_h = sh;
+      states_s = ss;
+    }
+    if (L.recompute_x && L.chunk_bound > 0) {
+      fa.x = TokenTensor::contiguous(ws + L.off_x, DType::kFP32, T, Hq, D);
+      fa.nu = TokenTensor::contiguous(ws + L.off_nu, DType::kFP32, T, Hq, 1);
+      fa.o = TokenTensor::contiguous(ws + L.off_o, args.in.q.dtype, T, Hq, D);
+      GKA_RETURN_IF_ERROR(detail::launch_solve_readout(fa, geo, states_h, states_s, bf16_states, stream));
+    }
+  } else {
+    const detail::ForwardLayout FL = detail::forward_layout(fa);
+    states_h = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_h;
+    states_s = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_s;
+    bf16_states = args.chunk_state_dtype == DType::kBF16;
+  }
+
+  kernels::BackwardParams p;
+  p.geo = geo;
+  p.heads_q = Hq;
+  p.group = s.group_size();
+  p.q = args.in.q;
+  p.k = args.in.k;
+  p.v = args.in.v;
+  p.alpha = args.in.alpha;
+  p.x = L.recompute_x ? TokenTensor::contiguous(ws + L.off_x, DType::kFP32, T, Hq, D) : args.x;
+  p.nu = L.recompute_x ? TokenTensor::contiguous(ws + L.off_nu, DType::kFP32, T, Hq, 1) : args.nu;
+  p.d_o = args.d_o;
+  p.gate_h = detail::gate_of_h(args.in);
+  p.gate_s = detail::gate_of_s(args.in);
+  p.f_given = args.in.f.present();
+  p.num_iter = args.options.num_iter;
+  p.ridge = static_cast<float>(args.options.ridge_ratio);
+  p.scale = static_cast<float>(args.options.resolved_scale(D));
+  p.bp_lambda = args.bp_lambda;
+  p.states_h = states_h;
+  p.states_s = states_s;
+  p.d_ht = args.d_ht;
+  p.d_st = args.d_st;
+  p.dq = args.dq;
+  p.dalpha = args.dalpha;
+  p.dg = args.dg;
+  p.df = args.df;
+  p.dh0 = args.dh0;
+  p.ds0 = args.ds0;
+  p.dk_out = args.dk;
+  p.dv_out = args.dv;
+  auto tokD = [&](size_t off) { return TokenTensor::contiguous(ws + off, DType::kFP32, T, Hq, D); };
+  auto tok1 = [&](size_t off) { return TokenTensor::contiguous(ws + off, DType::kFP32, T, Hq, 1); };
+  p.ws.z = tokD(L.off_z);
+  p.ws.qmix = tokD(L.off_qmix);
+  p.ws.dk = tokD(L.off_dk);
+  p.ws.dv = tokD(L.off_dv);
+  p.ws.qdq = tok1(L.off_qdq);
+  p.ws.w = tok1(L.off_w);
+  p.ws.unu = tok1(L.off_unu);
+  p.ws.dg_s = tok1(L.off_dgs);
+  p.ws.r_end = reinterpret_cast<float*>(ws + L.off_rend);
+  p.ws.s_end = reinterpret_cast<float*>(ws + L.off_send);
+  p.ws.r_first = reinterpret_cast<float*>(ws + L.off_rfirst);
+  p.ws.s_first = reinterpret_cast<float*>(ws + L.off_sfirst);
+  if (args.bp_lambda) {
+    p.ws.b_end = reinterpret_cast<float*>(ws + L.off_bend);
+    p.ws.b_total = reinterpret_cast<float*>(ws + L.off_btotal);
+  }
+
+  const bool split = args.in.q.dtype != DType::kBF16;  // the forward's operand policy
+  Result r = Result::success();
+  if (D == 64)
+    r = bf16_states ? detail::launch_backward_kernels<64, __nv_bfloat16>(p, split, N, stream)
+                    : detail::launch_backward_kernels<64, float>(p, split, N, stream);
+  else
+    r = bf16_states ? detail::launch_backward_kernels<128, __nv_bfloat16>(p, split, N, stream)
+                    : detail::launch_backward_kernels<128, float>(p, split, N, stream);
+  GKA_RETURN_IF_ERROR(r);
+  return D == 64 ? detail::launch_backward_finish<64>(p, L.tokens, N, stream)
+                 : detail::launch_backward_finish<128>(p, L.tokens, N, stream);
+}
+
+GKA_NAMESPACE_END

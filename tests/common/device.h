@@ -1,0 +1,97 @@
+// tests/common/device.h: what the GPU tests share: checked CUDA calls, an owning device buffer,
+// typed host/device copies of fp64 test data, and [B, T, H, w] / state views over them.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "common/catch.h"
+#include "gka/numeric/host_convert.h"
+#include "gka/types.h"
+
+#define CUDA_OK(expr)                                                                  \
+  do {                                                                                 \
+    const cudaError_t e_ = (expr);                                                     \
+    INFO(#expr << ": " << cudaGetErrorString(e_));                                     \
+    REQUIRE(e_ == cudaSuccess);                                                        \
+  } while (0)
+
+namespace gka_test {
+
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  DevBuf() = default;
+  explicit DevBuf(size_t n) : bytes(n) {
+    if (n) {
+      const cudaError_t e = cudaMalloc(&p, n);
+      if (e != cudaSuccess) p = nullptr;
+    }
+  }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  ~DevBuf() { if (p) cudaFree(p); }
+  void reset(size_t n) {
+    this->~DevBuf();
+    new (this) DevBuf(n);
+  }
+};
+
+// Host bytes of x in dtype t, and back.
+inline std::vector<uint8_t> to_bytes(const std::vector<double>& x, gka::DType t) {
+  std::vector<uint8_t> b(x.size() * gka::dtype_size(t));
+  for (size_t i = 0; i < x.size(); ++i) gka::store_from_double(b.data(), t, static_cast<int64_t>(i), x[i]);
+  return b;
+}
+inline std::vector<double> to_double(const std::vector<uint8_t>& b, gka::DType t) {
+  std::vector<double> x(b.size() / gka::dtype_size(t));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = gka::load_as_double(b.data(), t, static_cast<int64_t>(i));
+  return x;
+}
+
+struct HostTensor {  // typed host copy + device copy
+  std::vector<uint8_t> host;
+  DevBuf dev;
+  gka::DType t = gka::DType::kFP32;
+};
+
+inline void upload(HostTensor& h, const std::vector<double>& x, gka::DType t) {
+  h.t = t;
+  if (x.empty()) return;
+  h.host = to_bytes(x, t);
+  h.dev.reset(h.host.size());
+  REQUIRE(h.dev.p != nullptr);
+  CUDA_OK(cudaMemcpy(h.dev.p, h.host.data(), h.host.size(), cudaMemcpyHostToDevice));
+}
+
+// A [B, T, H, w] view of h (host or device copy); with head_major the storage is [B, H, T, w].
+inline gka::TokenTensor tok(const HostTensor& h, bool device, int64_t T, int64_t H, int64_t w, bool head_major = false) {
+  if (h.host.empty()) return gka::TokenTensor{};
+  gka::TokenTensor t = gka::TokenTensor::contiguous(device ? h.dev.p : h.host.data(), h.t, T, H, w);
+  if (head_major) {
+    t.stride_token = w;
+    t.stride_head = T * w;
+  }
+  return t;
+}
+inline gka::StateTensor st(const HostTensor& h, bool device, int64_t H, int64_t D) {
+  if (h.host.empty()) return gka::StateTensor{};
+  return gka::StateTensor::contiguous(device ? h.dev.p : h.host.data(), h.t, H, D);
+}
+
+inline std::vector<uint8_t> download(const DevBuf& b) {
+  std::vector<uint8_t> h(b.bytes);
+  REQUIRE(cudaMemcpy(h.data(), b.p, b.bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
+  return h;
+}
+
+// All-ones bytes are NaN in bf16, fp16 and fp32: unwritten elements fail every comparison.
+inline void poison(DevBuf& b, cudaStream_t stream) {
+  if (b.p) CUDA_OK(cudaMemsetAsync(b.p, 0xff, b.bytes, stream));
+}
+
+}  // namespace gka_test
