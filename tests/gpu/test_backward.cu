@@ -36,6 +36,7 @@ struct BwdCase {
   int num_iter = 30;
   bool bp_lambda = true;
   bool d_final = true;  // incoming dH_T / dS_T
+  bool fused = false;   // l2norm_qk + fuse_beta on raw inputs
   bool cu_int32 = true;
   gka::DType state_dtype = gka::DType::kFP32;  // the forward's chunk states (kSavedStates)
   std::function<void(gka_test::HostProblem&)> mutate;
@@ -43,13 +44,13 @@ struct BwdCase {
 };
 
 // Gradients in the order of the ERR line.
-constexpr int kNumGrads = 8;
-const char* const kGradNames[kNumGrads] = {"dq", "dk", "dv", "dalpha", "dg", "df", "dh0", "ds0"};
+constexpr int kNumGrads = 9;
+const char* const kGradNames[kNumGrads] = {"dq", "dk", "dv", "dalpha", "dbeta", "dg", "df", "dh0", "ds0"};
 
 struct Problem {
   BwdCase cs;
   gka_test::HostProblem prob;
-  HostTensor q, k, v, alpha, g, f, h0, s0, d_o, d_ht, d_st;
+  HostTensor q, k, v, alpha, beta, g, f, h0, s0, d_o, d_ht, d_st;
   std::vector<int32_t> cu32;
   std::vector<int64_t> cu64;
   DevBuf cu_dev;
@@ -71,6 +72,7 @@ gka::OperatorInputs inputs(const Problem& P, bool dev) {
   in.k = gka_test::tok(P.k, dev, s.T, s.Hkv, s.D);
   in.v = gka_test::tok(P.v, dev, s.T, s.Hkv, s.D);
   in.alpha = gka_test::tok(P.alpha, dev, s.T, s.Hq, 1);
+  in.beta = gka_test::tok(P.beta, dev, s.T, s.Hq, 1);
   in.g = gka_test::tok(P.g, dev, s.T, s.Hq, 1);
   in.f = gka_test::tok(P.f, dev, s.T, s.Hq, 1);
   in.h0 = gka_test::st(P.h0, dev, s.Hq, s.D);
@@ -81,6 +83,7 @@ gka::OperatorInputs inputs(const Problem& P, bool dev) {
 gka::SolverOptions options_of(const BwdCase& c) {
   gka::SolverOptions o;
   o.num_iter = c.num_iter;
+  o.l2norm_qk = o.fuse_beta = c.fused;
   return o;
 }
 
@@ -91,10 +94,11 @@ void build(Problem& P, const BwdCase& c, uint64_t seed) {
   const auto& pr = P.prob;
   const auto& s = c.spec;
   const int64_t N = s.num_states();
-  gka_test::upload(P.q, pr.q, c.dtype);
-  gka_test::upload(P.k, pr.k, c.dtype);
-  gka_test::upload(P.v, pr.v, c.dtype);
+  gka_test::upload(P.q, c.fused ? pr.raw_q : pr.q, c.dtype);
+  gka_test::upload(P.k, c.fused ? pr.raw_k : pr.k, c.dtype);
+  gka_test::upload(P.v, c.fused ? pr.raw_v : pr.v, c.dtype);
   gka_test::upload(P.alpha, pr.alpha, c.dtype);
+  if (c.fused) gka_test::upload(P.beta, pr.beta, c.dtype);
   gka_test::upload(P.g, pr.g, gka::DType::kFP32);
   gka_test::upload(P.f, pr.f, gka::DType::kFP32);
   gka_test::upload(P.h0, pr.h0, gka::DType::kFP32);
@@ -128,6 +132,7 @@ void build(Problem& P, const BwdCase& c, uint64_t seed) {
   ra.d_ht = gka_test::st(P.d_ht, false, s.Hq, s.D);
   ra.d_st = gka_test::st(P.d_st, false, s.Hq, s.D);
   if (pr.alpha.empty()) ra.dalpha = gka::TokenTensor{};
+  if (!c.fused) ra.dbeta = gka::TokenTensor{};
   if (pr.g.empty()) ra.dg = gka::TokenTensor{};
   if (pr.h0.empty()) ra.dh0 = gka::StateTensor{};
   if (pr.s0.empty()) ra.ds0 = gka::StateTensor{};
@@ -148,10 +153,11 @@ void alloc_grads(const Problem& P, DevGrads& d) {
   d.g[1].reset(BT * s.Hkv * s.D * es);
   d.g[2].reset(BT * s.Hkv * s.D * es);
   if (!P.prob.alpha.empty()) d.g[3].reset(BT * s.Hq * es);
-  if (!P.prob.g.empty()) d.g[4].reset(BT * s.Hq * 4);
-  if (!P.prob.f.empty()) d.g[5].reset(BT * s.Hq * 4);
-  if (!P.prob.h0.empty()) d.g[6].reset(N * s.Hq * s.D * s.D * 4);
-  if (!P.prob.s0.empty()) d.g[7].reset(N * s.Hq * s.D * s.D * 4);
+  if (P.cs.fused) d.g[4].reset(BT * s.Hq * es);
+  if (!P.prob.g.empty()) d.g[5].reset(BT * s.Hq * 4);
+  if (!P.prob.f.empty()) d.g[6].reset(BT * s.Hq * 4);
+  if (!P.prob.h0.empty()) d.g[7].reset(N * s.Hq * s.D * s.D * 4);
+  if (!P.prob.s0.empty()) d.g[8].reset(N * s.Hq * s.D * s.D * 4);
 }
 
 gka::BackwardArgs device_args(const Problem& P, DevGrads& d) {
@@ -169,20 +175,21 @@ gka::BackwardArgs device_args(const Problem& P, DevGrads& d) {
   a.dk = gka::TokenTensor::contiguous(d.g[1].p, t, s.T, s.Hkv, s.D);
   a.dv = gka::TokenTensor::contiguous(d.g[2].p, t, s.T, s.Hkv, s.D);
   if (d.g[3].p) a.dalpha = gka::TokenTensor::contiguous(d.g[3].p, t, s.T, s.Hq, 1);
-  if (d.g[4].p) a.dg = gka::TokenTensor::contiguous(d.g[4].p, gka::DType::kFP32, s.T, s.Hq, 1);
-  if (d.g[5].p) a.df = gka::TokenTensor::contiguous(d.g[5].p, gka::DType::kFP32, s.T, s.Hq, 1);
-  if (d.g[6].p) a.dh0 = gka::StateTensor::contiguous(d.g[6].p, gka::DType::kFP32, s.Hq, s.D);
-  if (d.g[7].p) a.ds0 = gka::StateTensor::contiguous(d.g[7].p, gka::DType::kFP32, s.Hq, s.D);
+  if (d.g[4].p) a.dbeta = gka::TokenTensor::contiguous(d.g[4].p, t, s.T, s.Hq, 1);
+  if (d.g[5].p) a.dg = gka::TokenTensor::contiguous(d.g[5].p, gka::DType::kFP32, s.T, s.Hq, 1);
+  if (d.g[6].p) a.df = gka::TokenTensor::contiguous(d.g[6].p, gka::DType::kFP32, s.T, s.Hq, 1);
+  if (d.g[7].p) a.dh0 = gka::StateTensor::contiguous(d.g[7].p, gka::DType::kFP32, s.Hq, s.D);
+  if (d.g[8].p) a.ds0 = gka::StateTensor::contiguous(d.g[8].p, gka::DType::kFP32, s.Hq, s.D);
   return a;
 }
 
 const std::vector<double>& ref_grad(const Problem& P, int i) {
   const gka_test::BackwardOutputs& r = P.ref;
-  const std::vector<double>* all[kNumGrads] = {&r.dq, &r.dk, &r.dv, &r.dalpha, &r.dg, &r.df, &r.dh0, &r.ds0};
+  const std::vector<double>* all[kNumGrads] = {&r.dq, &r.dk, &r.dv, &r.dalpha, &r.dbeta, &r.dg, &r.df, &r.dh0, &r.ds0};
   return *all[i];
 }
 
-gka::DType grad_dtype(const Problem& P, int i) { return i <= 3 ? P.cs.dtype : gka::DType::kFP32; }
+gka::DType grad_dtype(const Problem& P, int i) { return i <= 4 ? P.cs.dtype : gka::DType::kFP32; }
 
 using Snapshot = std::vector<std::vector<uint8_t>>;
 
@@ -414,6 +421,19 @@ TEST_CASE("backward: varlen, GQA, iteration counts, saved bf16 states", "[gpu][b
     cases.push_back(c);
   }
   {
+    auto s = spec(1, 200, 2, 2, 128); s.h0 = s.s0 = true;
+    BwdCase c = mk("fused l2norm+beta B1 T200 D128", s, DType::kBF16);
+    c.fused = true;
+    cases.push_back(c);
+    c = mk("fused l2norm+beta B1 T200 D128", s, DType::kFP32);
+    c.fused = true;
+    cases.push_back(c);
+    auto s2 = spec(1, 257, 4, 1, 64); s2.cu_seqlens = {0, 1, 130, 257}; s2.h0 = s2.s0 = true;
+    c = mk("fused l2norm+beta varlen GQA 4/1 D64", s2, DType::kBF16);
+    c.fused = true;
+    cases.push_back(c);
+  }
+  {
     auto s = spec(1, 2048, 2, 2, 128);
     BwdCase c = mk("B1 T2048 H2 D128 (issue scale)", s, DType::kBF16);
     c.d_final = false;
@@ -454,8 +474,8 @@ TEST_CASE("backward: bad arguments return the right status", "[gpu][backward][ar
     CHECK(gka::backward(a, ws.p, bytes, stream).status == gka::Status::kErrorNotSupported);
   }
   {
-    gka::BackwardArgs a = good; a.options.l2norm_qk = true;
-    CHECK(gka::backward(a, ws.p, bytes, stream).status == gka::Status::kErrorNotSupported);
+    gka::BackwardArgs a = good; a.options.fuse_beta = true;  // beta and dbeta absent
+    CHECK(gka::backward(a, ws.p, bytes, stream).status != gka::Status::kSuccess);
   }
   {
     gka::BackwardArgs a = good; a.shape.head_dim = 96;

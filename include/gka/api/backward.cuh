@@ -25,6 +25,7 @@
 #include "gka/kernels/backward_params.cuh"
 #include "gka/kernels/bwd_cov_kernel.cuh"
 #include "gka/kernels/bwd_finish_kernel.cuh"
+#include "gka/kernels/bwd_fusion_kernel.cuh"
 #include "gka/kernels/bwd_gla_kernel.cuh"
 #include "gka/kernels/bwd_reverse_scan_kernel.cuh"
 #include "gka/kernels/bwd_solve_kernel.cuh"
@@ -107,15 +108,55 @@ inline BackwardLayout backward_layout(const BackwardArgs& a) {
   return L;
 }
 
+inline bool fused_inputs(const BackwardArgs& a) { return a.options.l2norm_qk || a.options.fuse_beta; }
+
+// With the input transforms (kernels/bwd_fusion_kernel.cuh): the transformed q, k, v per query head
+// and the gradients w.r.t. them, ahead of the core backward's own workspace.
+struct FusionLayout {
+  DType dtype = DType::kBF16;  // of the transformed inputs: bf16 for bf16 inputs (the forward's operands), else fp32
+  size_t off_q = 0, off_k = 0, off_v = 0, off_dq = 0, off_dk = 0, off_dv = 0, total = 0;
+};
+
+inline FusionLayout fusion_layout(const BackwardArgs& a) {
+  FusionLayout F;
+  if (!fused_inputs(a)) return F;
+  F.dtype = a.in.q.dtype == DType::kBF16 ? DType::kBF16 : DType::kFP32;
+  const size_t n = static_cast<size_t>(a.shape.batch * a.shape.seqlen * a.shape.heads_q * a.shape.head_dim);
+  const size_t in_bytes = align_up(n * dtype_size(F.dtype), 256), grad_bytes = align_up(n * 4, 256);
+  F.off_q = 0;
+  F.off_k = in_bytes;
+  F.off_v = 2 * in_bytes;
+  F.off_dq = 3 * in_bytes;
+  F.off_dk = F.off_dq + grad_bytes;
+  F.off_dv = F.off_dk + grad_bytes;
+  F.total = F.off_dv + grad_bytes;
+  return F;
+}
+
+// The backward the core kernels run when the transforms are on: transformed inputs per query head,
+// no transforms, gradients into the fusion region (base = the workspace; null for sizing only).
+inline BackwardArgs core_backward_args(const BackwardArgs& a, uint8_t* base, const FusionLayout& F) {
+  BackwardArgs c = a;
+  const int64_t T = a.shape.seqlen, Hq = a.shape.heads_q, D = a.shape.head_dim;
+  c.shape.heads_kv = Hq;
+  c.options.l2norm_qk = c.options.fuse_beta = false;
+  c.in.beta = TokenTensor{};
+  c.dbeta = TokenTensor{};
+  auto at = [&](size_t off) -> void* { return base != nullptr ? base + off : nullptr; };
+  c.in.q = TokenTensor::contiguous(at(F.off_q), F.dtype, T, Hq, D);
+  c.in.k = TokenTensor::contiguous(at(F.off_k), F.dtype, T, Hq, D);
+  c.in.v = TokenTensor::contiguous(at(F.off_v), F.dtype, T, Hq, D);
+  c.dq = TokenTensor::contiguous(at(F.off_dq), DType::kFP32, T, Hq, D);
+  c.dk = TokenTensor::contiguous(at(F.off_dk), DType::kFP32, T, Hq, D);
+  c.dv = TokenTensor::contiguous(at(F.off_dv), DType::kFP32, T, Hq, D);
+  return c;
+}
+
 inline Result check_backward_args(const BackwardArgs& args) {
   GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
   if (args.options.chunk_size != kForwardChunk)
     return Result(Status::kErrorNotSupported, "options.chunk_size: the CUDA backward implements C = 64 only (got " +
                                                   std::to_string(args.options.chunk_size) + ")");
-  if (args.options.l2norm_qk || args.options.fuse_beta)
-    return Result(Status::kErrorNotSupported,
-                  "options.l2norm_qk / options.fuse_beta: the CUDA backward takes q, k, v after these transforms "
-                  "(apply them outside and chain their gradients; the float64 reference supports both)");
   if (args.shape.heads_q > 65535)
     return Result(Status::kErrorNotSupported, "shape.heads_q above 65535 is not supported by the CUDA backward");
   return Result::success();
@@ -150,7 +191,7 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
     static std::atomic<uint64_t> s{0};
     GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState>,
                                        dim3(static_cast<unsigned>(num_seqs * p.heads_q), 3, D / 64),
-                                       kernels::kBwdScanThreads, kernels::BwdScanSmem<D>::kBytes, stream, p,
+                                       kernels::kRscanThreads, kernels::RscanSmem<D>::kBytes, stream, p,
                                        "bwd_reverse_scan_kernel"));
   }
   if (cb > 0) {
@@ -186,7 +227,11 @@ inline Result launch_backward_finish(const kernels::BackwardParams& p, int64_t t
 
 }  // namespace detail
 
-inline size_t backward_workspace_size(const BackwardArgs& args) { return detail::backward_layout(args).total; }
+inline size_t backward_workspace_size(const BackwardArgs& args) {
+  if (!detail::fused_inputs(args)) return detail::backward_layout(args).total;
+  const detail::FusionLayout F = detail::fusion_layout(args);
+  return F.total + detail::backward_layout(detail::core_backward_args(args, nullptr, F)).total;
+}
 
 // Host-only checks that the kernels can run these arguments on `device`.
 inline Result can_implement(const BackwardArgs& args, int device) {
@@ -194,7 +239,56 @@ inline Result can_implement(const BackwardArgs& args, int device) {
   return can_implement(detail::forward_args_of(args), device);
 }
 
+namespace detail {
+inline Result backward_core(const BackwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+}  // namespace detail
+
 inline Result backward(const BackwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  GKA_RETURN_IF_ERROR(detail::check_backward_args(args));
+  GKA_RETURN_IF_ERROR(
+      detail::check_workspace(workspace, workspace_bytes, backward_workspace_size(args), "backward_workspace_size()"));
+  if (!detail::fused_inputs(args)) return detail::backward_core(args, workspace, workspace_bytes, stream);
+
+  const detail::FusionLayout F = detail::fusion_layout(args);
+  uint8_t* ws = static_cast<uint8_t*>(workspace);
+  const BackwardArgs core = detail::core_backward_args(args, ws, F);
+  const ProblemShape& s = args.shape;
+  kernels::FusionParams fp;
+  fp.batch = s.batch;
+  fp.seqlen = s.seqlen;
+  fp.heads_q = s.heads_q;
+  fp.group = s.group_size();
+  fp.l2norm = args.options.l2norm_qk;
+  fp.use_beta = args.options.fuse_beta;
+  fp.q = args.in.q;
+  fp.k = args.in.k;
+  fp.v = args.in.v;
+  fp.beta = args.in.beta;
+  fp.qh = core.in.q;
+  fp.kh = core.in.k;
+  fp.vh = core.in.v;
+  fp.dqh = core.dq;
+  fp.dkh = core.dk;
+  fp.dvh = core.dv;
+  fp.dq = args.dq;
+  fp.dk = args.dk;
+  fp.dv = args.dv;
+  fp.dbeta = args.dbeta;
+  const int rows_per_block = kernels::kFusionThreads / 32;
+  const int64_t rows_q = s.batch * s.seqlen * s.heads_q, rows_kv = s.batch * s.seqlen * s.heads_kv;
+  const unsigned blocks_q = static_cast<unsigned>((rows_q + rows_per_block - 1) / rows_per_block);
+  const unsigned blocks_kv = static_cast<unsigned>((rows_kv + rows_per_block - 1) / rows_per_block);
+  if (s.head_dim == 64) kernels::fused_inputs_kernel<64><<<blocks_q, kernels::kFusionThreads, 0, stream>>>(fp);
+  else kernels::fused_inputs_kernel<128><<<blocks_q, kernels::kFusionThreads, 0, stream>>>(fp);
+  GKA_RETURN_IF_ERROR(detail::cuda_result(cudaGetLastError(), "fused_inputs_kernel"));
+  GKA_RETURN_IF_ERROR(detail::backward_core(core, ws + F.total, workspace_bytes - F.total, stream));
+  if (s.head_dim == 64) kernels::fused_inputs_backward_kernel<64><<<blocks_kv, kernels::kFusionThreads, 0, stream>>>(fp);
+  else kernels::fused_inputs_backward_kernel<128><<<blocks_kv, kernels::kFusionThreads, 0, stream>>>(fp);
+  return detail::cuda_result(cudaGetLastError(), "fused_inputs_backward_kernel");
+}
+
+inline Result detail::backward_core(const BackwardArgs& args, void* workspace, size_t workspace_bytes,
+                                    cudaStream_t stream) {
   GKA_RETURN_IF_ERROR(detail::check_backward_args(args));
   const ProblemShape& s = args.shape;
   const detail::BackwardLayout L = detail::backward_layout(args);

@@ -44,6 +44,14 @@ GKA_DEVICE inline void store2_from_float(void* base, DType t, int64_t off, float
     default: *reinterpret_cast<float2*>(static_cast<float*>(base) + off) = make_float2(a, b); break;
   }
 }
+// One element (per-token scalars: dalpha, dbeta, ...).
+GKA_DEVICE inline void store_from_float(void* base, DType t, int64_t off, float a) {
+  switch (t) {
+    case DType::kBF16: static_cast<__nv_bfloat16*>(base)[off] = __float2bfloat16_rn(a); break;
+    case DType::kFP16: static_cast<__half*>(base)[off] = __float2half_rn(a); break;
+    default: static_cast<float*>(base)[off] = a; break;
+  }
+}
 
 // Two consecutive elements of a known type (off even, aligned as above).
 template <class T> GKA_DEVICE inline void store2(T* p, float a, float b);

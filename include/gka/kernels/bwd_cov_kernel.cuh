@@ -1,0 +1,416 @@
+// gka/kernels/bwd_cov_kernel.cuh: the covariance adjoint's intra-chunk pass of the GPU backward
+// (spec 4.6 Pass D, the Pass-E consumption of B~, Pass F), mirroring covariance_adjoint_chunked in
+// include/gka/reference/head_backward_chunked.h for one chunk of one query head.
+//
+// Grid: (chunk_bound, H_q). Block: 128 threads = 4 warps, warp w owns chunk rows 16w..16w+15.
+// All products are split-bf16 mma.sync (tiling/warp_gemm.cuh): K, X, Z and the states are staged
+// as bf16 hi + lo (x, z and the fp32 states meet the keys in terms that cancel; a bf16 K has a zero
+// lo part). Pre-negated as the reference; the sign flips on store.
+//
+// Per row i (tau_i = e^{F_C' - F_i}, so kappa_i = tau_i k_i; G = R + R^T + B, B only with bp_lambda):
+//   dk_pre_i = b_i Hbar k_i + sum_l ((K K^T) o W)_il k_l          [lambda part: bp_lambda only]
+//            + tau_i G k_i                                       [(R + R^T) kappa_i + B kappa_i]
+//            + sum_j P_ij z_j + sum_j (Q' o U)_ij x_j
+// The dF terms -kappa^T R k, -1/2 kappa^T B k and -1/2 k^T (lambda part) all equal -1/2 k_i . (the
+// first two lines), so one dot d_i of k_i with the accumulator after those lines serves them all;
+// e_i = 1/2 tau_i k_i . (G k_i) = kappa^T R k + 1/2 kappa^T B k is also what the chunk end collects.
+//   dF_pre_i = sum_l Y_li - sum_l Y_il + Gamma_i z_i . (Hbar x_i) - d_i + u_i nu_i
+//            + [i = len-1] (sum_l e_l + e^{F_C'} (<R, Hbar> + 1/2 <B, Hbar>))
+// W = U diag(w) U^T in closed form: W_il = e^{F_m - F_n} s_m with m = max(i, l), n = min(i, l) and
+// s_m = sum_{j>=m} e^{2 (F_j - F_m)} w_j (a stable reverse recurrence); b_i = Gamma_i s_i.
+// Shared memory phases: K, X, Z tiles for the whole kernel; one D x D slot holds Hbar, then G,
+// then the late per-row scalars (165 KiB -> 162.5 KiB at D = 128: within sm_80's 163 KiB).
+// Every output element is read and written by one thread: deterministic, no atomics.
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+
+#include "gka/config.h"
+#include "gka/gating/gates.cuh"
+#include "gka/kernels/backward_params.cuh"
+#include "gka/tiling/chunks.cuh"
+#include "gka/tiling/mma.cuh"
+#include "gka/tiling/stage.cuh"
+#include "gka/tiling/warp_gemm.cuh"
+#include "gka/types.h"
+
+GKA_NAMESPACE_BEGIN
+namespace kernels {
+
+constexpr int kBwdCovThreads = 128;  // 4 warps, one m16 row slice each
+constexpr int kBwdCovChunk = 64;
+
+template <int D>
+struct BwdCovSmem {
+  static constexpr int kC = kBwdCovChunk;
+  static constexpr int kTileKD = kC * D * 2;  // one bf16 [C][D] tile
+  static constexpr int kTileDD = D * D * 2;   // one bf16 [D][D] tile
+  static constexpr int kK = 0;                // K hi, lo
+  static constexpr int kX = kK + 2 * kTileKD;
+  static constexpr int kZ = kX + 2 * kTileKD;
+  static constexpr int kState = kZ + 2 * kTileKD;  // Hbar, then G = R + R^T (+ B), hi + lo
+  static constexpr int kScal = kState + 2 * kTileDD;
+  // per-row scalar arrays of C floats needed while the slot is live (F, w, u nu, s, z.Hbar x, and
+  // the block-reduction slots); the later ones (e, d, Y sums, dF) live in the dead slot
+  static constexpr int kNumScal = 6;
+  // + 1024: the base is aligned to 1024 B (SW128 tiles, conflict-free ldmatrix)
+  static constexpr int kBytes = kScal + kNumScal * kC * 4 + 1024;
+  static_assert(kX % 1024 == 0 && kState % 1024 == 0, "SW128 tiles stay 1024-byte aligned");
+  static_assert(kBytes <= 163 * 1024, "one block per SM must fit the sm_80 opt-in limit (163 KiB)");
+  static_assert(10 * kC * 4 <= 2 * kTileDD, "the late scalars fit in the state slot");
+};
+
+namespace bwd_cov_detail {
+
+GKA_DEVICE inline float4 load4(const float* p, int i) { return __ldg(reinterpret_cast<const float4*>(p) + i); }
+GKA_DEVICE inline float4 load4(const __nv_bfloat16* p, int i) {
+  const uint2 u = __ldg(reinterpret_cast<const uint2*>(p) + i);
+  return make_float4(tiling::bf16_lo(u.x), tiling::bf16_hi(u.x), tiling::bf16_lo(u.y), tiling::bf16_hi(u.y));
+}
+GKA_DEVICE inline float comp(const float4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+// G = R + R^T (+ B) -> bf16 hi + lo tiles, summed in fp32 before the split. One 4 x 4 block per
+// step: R's block (a, b) and the transposed block (b, a) as float4 rows.
+template <int D, int kThreads>
+GKA_DEVICE inline void stage_sym_state(const float* __restrict__ R, const float* __restrict__ B, uint8_t* hi,
+                                       uint8_t* lo, int tid) {
+  constexpr int kBlk = D / 4;
+#pragma unroll 1
+  for (int q = tid; q < kBlk * kBlk; q += kThreads) {
+    const int a = 4 * (q / kBlk), bc = 4 * (q % kBlk);
+    float4 rr[4], rt[4], bb[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      rr[i] = load4(R + (a + i) * D + bc, 0);
+      rt[i] = load4(R + (bc + i) * D + a, 0);
+      bb[i] = B != nullptr ? load4(B + (a + i) * D + bc, 0) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float v[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = comp(rr[i], j) + comp(rt[j], i) + comp(bb[i], j);
+      uint32_t h0, l0, h1, l1;
+      tiling::split_bf16(v[0], v[1], h0, l0);
+      tiling::split_bf16(v[2], v[3], h1, l1);
+      const uint32_t off = tiling::SwizzledTile<D, D>::offset(a + i, bc);
+      *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
+      *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
+    }
+  }
+}
+
+// Per-row dots of a 16 x D accumulator slice (rows m0 + r, m0 + r + 8) with the same rows of a
+// staged token tile (hi + lo): s0, s1 complete in every lane of the quad.
+template <int D, int Rows>
+GKA_DEVICE inline void row_dot(const float (&acc)[D / 8][4], const uint8_t* hi, const uint8_t* lo, int m0, int lane,
+                               float& s0, float& s1) {
+  const int r = lane >> 2, c = lane & 3;
+  s0 = 0.f;
+  s1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    const int col = 8 * j + 2 * c;
+    const uint32_t oa = tiling::SwizzledTile<D, Rows>::offset(m0 + r, col);
+    const uint32_t ob = tiling::SwizzledTile<D, Rows>::offset(m0 + r + 8, col);
+    const uint32_t ha = *reinterpret_cast<const uint32_t*>(hi + oa), la = *reinterpret_cast<const uint32_t*>(lo + oa);
+    const uint32_t hb = *reinterpret_cast<const uint32_t*>(hi + ob), lb = *reinterpret_cast<const uint32_t*>(lo + ob);
+    s0 += acc[j][0] * (tiling::bf16_lo(ha) + tiling::bf16_lo(la)) + acc[j][1] * (tiling::bf16_hi(ha) + tiling::bf16_hi(la));
+    s1 += acc[j][2] * (tiling::bf16_lo(hb) + tiling::bf16_lo(lb)) + acc[j][3] * (tiling::bf16_hi(hb) + tiling::bf16_hi(lb));
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o <<= 1) {
+    s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+    s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+  }
+}
+
+}  // namespace bwd_cov_detail
+
+template <int D, class TState>
+__global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardParams p) {
+  using Smem = BwdCovSmem<D>;
+  using namespace tiling;
+  using namespace bwd_cov_detail;
+  constexpr int C = kBwdCovChunk, NT = D / 8;
+  static_assert(D % 64 == 0 && D <= 128, "D = 64 or 128");
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
+  const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
+  const ChunkEntry ce = p.geo.chunk_entry(cidx);
+  if (ce.seq < 0) return;
+  const int64_t b = p.geo.varlen ? 0 : ce.seq, t0 = ce.t0;
+  const int len = ce.len;
+  const bool lam = p.bp_lambda;
+  const int64_t soff = (cidx * p.heads_q + h) * D * D;
+  const TState* hbar = static_cast<const TState*>(p.states_h) + soff;
+  const float* rbar = p.ws.r_end + soff;
+  const float* btil = lam ? p.ws.b_end + soff : nullptr;
+
+  uint8_t* k_hi = smem + Smem::kK;
+  uint8_t* k_lo = k_hi + Smem::kTileKD;
+  uint8_t* x_hi = smem + Smem::kX;
+  uint8_t* x_lo = x_hi + Smem::kTileKD;
+  uint8_t* z_hi = smem + Smem::kZ;
+  uint8_t* z_lo = z_hi + Smem::kTileKD;
+  uint8_t* s_hi = smem + Smem::kState;
+  uint8_t* s_lo = s_hi + Smem::kTileDD;
+  float* sc = reinterpret_cast<float*>(smem + Smem::kScal);
+  float* F = sc;                 // chunk-local cumsum of f
+  float* w_s = sc + 1 * C;       // w (0 past len or without bp_lambda)
+  float* unu_s = sc + 2 * C;     // u nu
+  float* s_s = sc + 3 * C;       // s_m = sum_{j>=m} e^{2(F_j - F_m)} w_j
+  float* gx_s = sc + 4 * C;      // z_i . Hbar x_i
+  float* red = sc + 5 * C;       // block reduction slots
+  float* late = reinterpret_cast<float*>(s_hi);  // the state slot, once G k is formed
+  float* e_s = late;             // e_i
+  float* d_s = late + 1 * C;     // d_i
+  float* rowy_s = late + 2 * C;  // sum_l Y_il
+  float* coly_s = late + 3 * C;  // [4 warps][C]: sum over the warp's rows of Y_li
+  float* df_s = late + 7 * C;    // dF_pre
+  float* rev_s = late + 8 * C;   // its reversed cumsum
+
+  // ---- gates and per-token scalars ----------------------------------------------------------------
+  if (warp == 0) {
+    for (int t = lane; t < C; t += 32) F[t] = t < len ? p.gate_h.at(b, t0 + t, h) : 0.f;
+    __syncwarp();
+    gating::warp_cumsum64(F, len, lane);
+  } else if (warp == 1) {
+    for (int t = lane; t < C; t += 32) {
+      const bool v = lam && t < len;
+      w_s[t] = v ? static_cast<const float*>(p.ws.w.data)[p.ws.w.offset(b, t0 + t, h)] : 0.f;
+      unu_s[t] = v ? static_cast<const float*>(p.ws.unu.data)[p.ws.unu.offset(b, t0 + t, h)] : 0.f;
+    }
+  }
+
+  // ---- operand tiles: K (kv head), X, Z (query head), Hbar into the state slot ---------------------
+  stage_token_tile<C, D, kBwdCovThreads, true>(p.k, b, t0, hk, len, nullptr, k_hi, k_lo, tid);
+  stage_token_tile<C, D, kBwdCovThreads, true>(p.x, b, t0, h, len, nullptr, x_hi, x_lo, tid);
+  stage_token_tile<C, D, kBwdCovThreads, true>(p.ws.z, b, t0, h, len, nullptr, z_hi, z_lo, tid);
+  stage_state_tile<D, D, kBwdCovThreads, true>(hbar, s_hi, s_lo, tid);
+  __syncthreads();  // F, w visible
+
+  // s by a stable reverse recurrence (one thread, 64 steps: cheap next to the products)
+  if (lam && tid == 0) {
+    float s = 0.f;
+    for (int m = C - 1; m >= 0; --m) {
+      s = m < len ? w_s[m] + (m + 1 < len ? gating::decay(2.f * F[m + 1], 2.f * F[m]) * s : 0.f) : 0.f;
+      s_s[m] = s;
+    }
+  }
+  // <R, Hbar> and <B, Hbar> by a plain block reduction (fixed order), from global / L2
+  float rh = 0.f, bh = 0.f;
+#pragma unroll 4
+  for (int i = tid; i < D * D / 4; i += kBwdCovThreads) {
+    const float4 hv = load4(hbar, i), rv = load4(rbar, i);
+    rh += hv.x * rv.x + hv.y * rv.y + hv.z * rv.z + hv.w * rv.w;
+    if (lam) {
+      const float4 bv = load4(btil, i);
+      bh += hv.x * bv.x + hv.y * bv.y + hv.z * bv.z + hv.w * bv.w;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    rh += __shfl_xor_sync(0xffffffffu, rh, o);
+    bh += __shfl_xor_sync(0xffffffffu, bh, o);
+  }
+  if (lane == 0) {
+    red[warp] = rh;
+    red[4 + warp] = bh;
+  }
+  __syncthreads();  // s, tiles visible
+
+  const int m0 = 16 * warp, ra = m0 + r, rb = ra + 8;
+  const SplitTile tK{smem_addr(k_hi), smem_addr(k_lo)}, tX{smem_addr(x_hi), smem_addr(x_lo)};
+  const SplitTile tZ{smem_addr(z_hi), smem_addr(z_lo)}, tS{smem_addr(s_hi), smem_addr(s_lo)};
+  float dk[NT][4], tmp[NT][4];
+
+  // ---- Hbar: z_i . Hbar x_i, and the lambda part's b_i Hbar k_i -----------------------------------
+  {
+    zero_acc(tmp);
+    gemm_nk<D, C, D, D, NT, true>(tmp, tX, tS, m0, 0, lane);  // (Hbar x_i)_n
+    float g0, g1;
+    row_dot<D, C>(tmp, z_hi, z_lo, m0, lane, g0, g1);
+    if (c == 0) {
+      gx_s[ra] = g0;
+      gx_s[rb] = g1;
+    }
+  }
+  zero_acc(dk);
+  if (lam) {
+    zero_acc(tmp);
+    gemm_nk<D, C, D, D, NT, true>(tmp, tK, tS, m0, 0, lane);  // (Hbar k_i)_n
+    const float ba = ra < len ? __expf(F[ra]) * s_s[ra] : 0.f, bb = rb < len ? __expf(F[rb]) * s_s[rb] : 0.f;
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      dk[j][0] = ba * tmp[j][0];
+      dk[j][1] = ba * tmp[j][1];
+      dk[j][2] = bb * tmp[j][2];
+      dk[j][3] = bb * tmp[j][3];
+    }
+  }
+  __syncthreads();  // the slot is free: G = R + R^T (+ B) takes it
+  stage_sym_state<D, kBwdCovThreads>(rbar, btil, s_hi, s_lo, tid);
+  __syncthreads();
+
+  // ---- tau_i G k_i; e_i = 1/2 tau_i k_i . G k_i ------------------------------------------------------
+  const float Fend = F[len - 1];
+  {
+    zero_acc(tmp);
+    gemm_nk<D, C, D, D, NT, true>(tmp, tK, tS, m0, 0, lane);
+    __syncthreads();  // G is dead in every warp: the late scalars take the slot
+    const float ta = ra < len ? gating::decay(Fend, F[ra]) : 0.f, tb = rb < len ? gating::decay(Fend, F[rb]) : 0.f;
+    float e0, e1;
+    row_dot<D, C>(tmp, k_hi, k_lo, m0, lane, e0, e1);
+    if (c == 0) {
+      e_s[ra] = 0.5f * ta * e0;
+      e_s[rb] = 0.5f * tb * e1;
+    }
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      dk[j][0] += ta * tmp[j][0];
+      dk[j][1] += ta * tmp[j][1];
+      dk[j][2] += tb * tmp[j][2];
+      dk[j][3] += tb * tmp[j][3];
+    }
+  }
+
+  // ---- lambda part, intra: ((K K^T) o W) K ------------------------------------------------------------
+  if (lam) {
+    float S[C / 8][4];
+    zero_acc(S);
+    gemm_nk<D, C, D, C, C / 8, true>(S, tK, tK, m0, 0, lane);
+#pragma unroll
+    for (int j = 0; j < C / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = e < 2 ? ra : rb, l = acc_col(lane, j, e);
+        const int mx = i > l ? i : l, mn = i > l ? l : i;
+        S[j][e] = (i < len && l < len) ? S[j][e] * gating::decay(F[mx], F[mn]) * s_s[mx] : 0.f;
+      }
+    uint32_t ah[C / 16][4], al[C / 16][4];
+    acc_to_a_split_all<C>(S, ah, al);
+    gemm_rkn<C, D, C, NT, true>(dk, ah, al, tK, 0, lane);
+  }
+  {
+    float d0, d1;
+    row_dot<D, C>(dk, k_hi, k_lo, m0, lane, d0, d1);
+    if (c == 0) {
+      d_s[ra] = 0.5f * d0;
+      d_s[rb] = 0.5f * d1;
+    }
+  }
+
+  // ---- rank-1 intra part: P = (K X^T) o U, Q' = K Z^T, Y = P o Q' -> P Z + (Q' o U) X ------------------
+  {
+    float P[C / 8][4], Q[C / 8][4];
+    zero_acc(P);
+    zero_acc(Q);
+    gemm_nk<D, C, D, C, C / 8, true>(P, tK, tX, m0, 0, lane);
+    gemm_nk<D, C, D, C, C / 8, true>(Q, tK, tZ, m0, 0, lane);
+    float ya = 0.f, yb = 0.f;
+    float col[C / 8][2];
+#pragma unroll
+    for (int j = 0; j < C / 8; ++j) {
+      float y[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = e < 2 ? ra : rb, l = acc_col(lane, j, e);
+        const float u = (l >= i && l < len) ? gating::decay(F[l], F[i]) : 0.f;
+        P[j][e] *= u;
+        y[e] = P[j][e] * Q[j][e];
+        Q[j][e] *= u;
+      }
+      ya += y[0] + y[1];
+      yb += y[2] + y[3];
+      col[j][0] = y[0] + y[2];
+      col[j][1] = y[1] + y[3];
+    }
+#pragma unroll
+    for (int o = 1; o < 4; o <<= 1) {
+      ya += __shfl_xor_sync(0xffffffffu, ya, o);
+      yb += __shfl_xor_sync(0xffffffffu, yb, o);
+    }
+#pragma unroll
+    for (int j = 0; j < C / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) col[j][e] += __shfl_xor_sync(0xffffffffu, col[j][e], o);
+    if (c == 0) {
+      rowy_s[ra] = ya;
+      rowy_s[rb] = yb;
+    }
+    if (r == 0)
+#pragma unroll
+      for (int j = 0; j < C / 8; ++j) {
+        coly_s[warp * C + 8 * j + 2 * c] = col[j][0];
+        coly_s[warp * C + 8 * j + 2 * c + 1] = col[j][1];
+      }
+    uint32_t ah[C / 16][4], al[C / 16][4];
+    acc_to_a_split_all<C>(P, ah, al);
+    gemm_rkn<C, D, C, NT, true>(dk, ah, al, tZ, 0, lane);
+    acc_to_a_split_all<C>(Q, ah, al);
+    gemm_rkn<C, D, C, NT, true>(dk, ah, al, tX, 0, lane);
+  }
+
+  // ---- dk^H = -dk_pre, added to the GLA part (same thread reads and writes each element) -------------
+  {
+    float* dkw = static_cast<float*>(p.ws.dk.data);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = half ? rb : ra;
+      if (row >= len) continue;
+      float* dst = dkw + p.ws.dk.offset(b, t0 + row, h) + 2 * c;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        float2 v = *reinterpret_cast<float2*>(dst + 8 * j);
+        v.x -= dk[j][2 * half];
+        v.y -= dk[j][2 * half + 1];
+        *reinterpret_cast<float2*>(dst + 8 * j) = v;
+      }
+    }
+  }
+  __syncthreads();  // row scalars visible
+
+  // ---- dF_pre per row, the chunk-end terms, Pass F ------------------------------------------------------
+  if (tid < C) {
+    const int i = tid;
+    float dF = 0.f;
+    if (i < len) {
+      dF = (coly_s[i] + coly_s[C + i] + coly_s[2 * C + i] + coly_s[3 * C + i]) - rowy_s[i] + __expf(F[i]) * gx_s[i] -
+           d_s[i] + unu_s[i];
+      if (i == len - 1) {
+        float es = 0.f;
+        for (int l = 0; l < len; ++l) es += e_s[l];
+        const float rhs = red[0] + red[1] + red[2] + red[3];
+        const float bhs = red[4] + red[5] + red[6] + red[7];
+        dF += es + __expf(Fend) * (rhs + 0.5f * bhs);
+      }
+    }
+    df_s[i] = dF;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    for (int t = lane; t < C; t += 32) rev_s[t] = t < len ? df_s[len - 1 - t] : 0.f;
+    __syncwarp();
+    gating::warp_cumsum64(rev_s, len, lane);  // rev_s[t] = sum_{l >= len-1-t} dF_pre_l
+    __syncwarp();
+    for (int j = lane; j < len; j += 32) {
+      const float df = -rev_s[len - 1 - j];
+      const int64_t tok = t0 + j;
+      const float dgs = (p.dg.data != nullptr) ? static_cast<const float*>(p.ws.dg_s.data)[p.ws.dg_s.offset(b, tok, h)] : 0.f;
+      if (p.f_given) {
+        if ((p.df.data != nullptr)) static_cast<float*>(p.df.data)[p.df.offset(b, tok, h)] = df;
+        if ((p.dg.data != nullptr)) static_cast<float*>(p.dg.data)[p.dg.offset(b, tok, h)] = dgs;
+      } else if ((p.dg.data != nullptr)) {
+        static_cast<float*>(p.dg.data)[p.dg.offset(b, tok, h)] = dgs + df;
+      }
+    }
+  }
+}
+
+}  // namespace kernels
+GKA_NAMESPACE_END

@@ -1,0 +1,215 @@
+// gka/kernels/bwd_gla_kernel.cuh: the GLA adjoint of one chunk (spec 4.2 steps 3-5, as
+// gla_adjoint_chunked in reference/head_backward_chunked.h) for one query head:
+//
+//   dk^S_j = e^{G_C' - G_j} (S^ v_j)   + sum_{i>=j} s e^{G_i - G_j} (do_i . v_j) q~_i
+//   dv_j   = e^{G_C' - G_j} (S^T k_j)  + sum_{i>=j} s e^{G_i - G_j} (q~_i . k_j) do_i
+//   dG_j   = q~_j . dq~_j - k_j . dk^S_j,  + <S^, S-bar_{n+1}> at the last valid token, in local form
+//            e^{G_C'} <S^, S-bar_n> + sum_i e^{G_C' - G_i} k_i^T S^ v_i
+//   dg_s   = chunk-local reverse cumsum of dG
+//
+// with S^ = ws.s_end[chunk] (the gradient w.r.t. the state after the chunk, fp32 [key][value]),
+// G the chunk-local cumsum of g, C' the last valid token. Writes ws.dk (dk^S, per query head),
+// ws.dv (per query head) and ws.dg_s.
+//
+// Grid: (chunk_bound, H_q). Block: 128 threads, warp w owns chunk rows 16w..16w+15. Every operand
+// is staged as bf16 hi + lo (SW128 tiles) and every product is split (hi*hi + lo*hi + hi*lo): q~,
+// do and S^ carry the cancellation of the adjoint, and bf16 inputs simply have a zero lo part.
+// The masked C x C score tiles are split again before they multiply q~ / do.
+// Shared memory: BwdGlaSmem<D>::kBytes = 81 KiB (D = 64), 193 KiB (D = 128; above sm_80's 163 KiB
+// per block: dropping the lo tiles of bf16-exact k, v, do would fit).
+#pragma once
+
+#include <cstdint>
+
+#include "gka/config.h"
+#include "gka/gating/gates.cuh"
+#include "gka/kernels/backward_params.cuh"
+#include "gka/tiling/chunks.cuh"
+#include "gka/tiling/mma.cuh"
+#include "gka/tiling/stage.cuh"
+#include "gka/tiling/warp_gemm.cuh"
+#include "gka/types.h"
+
+GKA_NAMESPACE_BEGIN
+namespace kernels {
+
+constexpr int kBwdGlaThreads = 128;
+constexpr int kBwdGlaChunk = 64;
+
+template <int D>
+struct BwdGlaSmem {
+  static constexpr int kTileKD = kBwdGlaChunk * D * 2;  // one bf16 [C][D] tile
+  static constexpr int kTileDD = D * D * 2;             // one bf16 [D][D] tile
+  static constexpr int kS = 0;                          // S^ hi, lo
+  static constexpr int kK = kS + 2 * kTileDD;           // then K, V, Q~, dO: hi, lo each
+  static constexpr int kV = kK + 2 * kTileKD;
+  static constexpr int kQ = kV + 2 * kTileKD;
+  static constexpr int kO = kQ + 2 * kTileKD;
+  static constexpr int kScal = kO + 2 * kTileKD;
+  // G, dG, per-row end-term parts, block reduction slots
+  static constexpr int kBytes = kScal + (3 * kBwdGlaChunk + 8) * 4;
+  static_assert(kBytes <= 227 * 1024, "one CTA per SM at most");
+};
+
+template <int D, class TState>
+__global__ void __launch_bounds__(kBwdGlaThreads) bwd_gla_kernel(BackwardParams p) {
+  using Smem = BwdGlaSmem<D>;
+  using namespace tiling;
+  constexpr int C = kBwdGlaChunk;
+  constexpr int NS = C / 8;  // n8 tiles of a warp's score rows
+  constexpr int ND = D / 8;  // n8 tiles of a warp's D-wide rows
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
+  const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
+  const ChunkEntry ce = p.geo.chunk_entry(cidx);
+  if (ce.seq < 0) return;
+  const int64_t b = p.geo.varlen ? 0 : ce.seq;
+  const int len = ce.len;
+  const int64_t t0 = ce.t0;
+  const float s = p.scale;
+  const float* shat = p.ws.s_end + (cidx * p.heads_q + h) * D * D;
+  const TState* sbar = static_cast<const TState*>(p.states_s) + (cidx * p.heads_q + h) * D * D;
+
+  uint8_t* s_hi = smem + Smem::kS;
+  uint8_t* k_hi = smem + Smem::kK;
+  uint8_t* v_hi = smem + Smem::kV;
+  uint8_t* q_hi = smem + Smem::kQ;
+  uint8_t* o_hi = smem + Smem::kO;
+  float* G = reinterpret_cast<float*>(smem + Smem::kScal);
+  float* dG = G + C;
+  float* e_row = dG + C;  // e^{G_C' - G_j} k_j^T S^ v_j
+  float* red = e_row + C;
+
+  if (warp == 0) {
+    for (int t = lane; t < C; t += 32) G[t] = t < len ? p.gate_s.at(b, t0 + t, h) : 0.f;
+    __syncwarp();
+    gating::warp_cumsum64(G, len, lane);
+  }
+  stage_state_tile<D, D, kBwdGlaThreads, true>(shat, s_hi, s_hi + Smem::kTileDD, tid);
+  stage_token_tile<C, D, kBwdGlaThreads, true>(p.k, b, t0, hk, len, nullptr, k_hi, k_hi + Smem::kTileKD, tid);
+  stage_token_tile<C, D, kBwdGlaThreads, true>(p.v, b, t0, hk, len, nullptr, v_hi, v_hi + Smem::kTileKD, tid);
+  stage_token_tile<C, D, kBwdGlaThreads, true>(p.ws.qmix, b, t0, h, len, nullptr, q_hi, q_hi + Smem::kTileKD, tid);
+  stage_token_tile<C, D, kBwdGlaThreads, true>(p.d_o, b, t0, h, len, nullptr, o_hi, o_hi + Smem::kTileKD, tid);
+  // <S^, S-bar_n>: fixed-order partial sums (deterministic)
+  {
+    float part = 0.f;
+    for (int i = tid; i < D * D; i += kBwdGlaThreads) part += shat[i] * to_float(sbar[i]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+    if (lane == 0) red[warp] = part;
+  }
+  __syncthreads();
+
+  const SplitTile tS{smem_addr(s_hi), smem_addr(s_hi + Smem::kTileDD)};
+  const SplitTile tK{smem_addr(k_hi), smem_addr(k_hi + Smem::kTileKD)};
+  const SplitTile tV{smem_addr(v_hi), smem_addr(v_hi + Smem::kTileKD)};
+  const SplitTile tQ{smem_addr(q_hi), smem_addr(q_hi + Smem::kTileKD)};
+  const SplitTile tO{smem_addr(o_hi), smem_addr(o_hi + Smem::kTileKD)};
+  const int m0 = 16 * warp, ja = m0 + r, jb = ja + 8;
+  const float gend = G[len - 1];
+  // e^{G_C' - G_j}, 0 on padded rows
+  const float dec_a = ja < len ? expf(gend - G[ja]) : 0.f, dec_b = jb < len ? expf(gend - G[jb]) : 0.f;
+
+  auto row_scale = [&](float (&a)[ND][4]) {
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      a[j][0] *= dec_a; a[j][1] *= dec_a; a[j][2] *= dec_b; a[j][3] *= dec_b;
+    }
+  };
+  // the score tile (rows j of this warp, columns i) masked to i >= j, both valid, times s e^{G_i - G_j};
+  // then split into A fragments
+  auto mask_split = [&](float (&sc)[NS][4], uint32_t (&ah)[C / 16][4], uint32_t (&al)[C / 16][4]) {
+#pragma unroll
+    for (int j = 0; j < NS; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = m0 + acc_row(lane, e), i = acc_col(lane, j, e);
+        sc[j][e] = (i >= row && i < len && row < len) ? s * expf(G[i] - G[row]) * sc[j][e] : 0.f;
+      }
+    acc_to_a_split_all<C>(sc, ah, al);
+  };
+  // k_j . a_j for rows ja, jb (k as staged: hi + lo), reduced over the quad
+  auto kdot = [&](const float (&a)[ND][4], float& da, float& db) {
+    da = 0.f;
+    db = 0.f;
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      const int col = 8 * j + 2 * c;
+      const uint32_t oa = SwizzledTile<D, C>::offset(ja, col), ob = SwizzledTile<D, C>::offset(jb, col);
+      const uint32_t ha = *reinterpret_cast<const uint32_t*>(k_hi + oa);
+      const uint32_t la = *reinterpret_cast<const uint32_t*>(k_hi + Smem::kTileKD + oa);
+      const uint32_t hb = *reinterpret_cast<const uint32_t*>(k_hi + ob);
+      const uint32_t lb = *reinterpret_cast<const uint32_t*>(k_hi + Smem::kTileKD + ob);
+      da += (bf16_lo(ha) + bf16_lo(la)) * a[j][0] + (bf16_hi(ha) + bf16_hi(la)) * a[j][1];
+      db += (bf16_lo(hb) + bf16_lo(lb)) * a[j][2] + (bf16_hi(hb) + bf16_hi(lb)) * a[j][3];
+    }
+#pragma unroll
+    for (int o = 1; o < 4; o <<= 1) {
+      da += __shfl_xor_sync(0xffffffffu, da, o);
+      db += __shfl_xor_sync(0xffffffffu, db, o);
+    }
+  };
+  auto store_rows = [&](const TokenTensor& out, const float (&a)[ND][4]) {
+    float* pa = static_cast<float*>(out.data) + out.offset(b, t0 + ja, h) + 2 * c;
+    float* pb = static_cast<float*>(out.data) + out.offset(b, t0 + jb, h) + 2 * c;
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      if (ja < len) *reinterpret_cast<float2*>(pa + 8 * j) = make_float2(a[j][0], a[j][1]);
+      if (jb < len) *reinterpret_cast<float2*>(pb + 8 * j) = make_float2(a[j][2], a[j][3]);
+    }
+  };
+
+  float acc[ND][4];
+  float sc[NS][4];
+  uint32_t ah[C / 16][4], al[C / 16][4];
+
+  // ---- dk^S -------------------------------------------------------------------------------------
+  zero_acc(acc);
+  gemm_nk<D, C, D, D, ND, true>(acc, tV, tS, m0, 0, lane);  // sum_val S^[key][val] v_j[val]
+  row_scale(acc);
+  {
+    float ea, eb;  // the end term's per-token parts
+    kdot(acc, ea, eb);
+    if (c == 0) {
+      e_row[ja] = ea;
+      e_row[jb] = eb;
+    }
+  }
+  zero_acc(sc);
+  gemm_nk<D, C, D, C, NS, true>(sc, tV, tO, m0, 0, lane);  // v_j . do_i
+  mask_split(sc, ah, al);
+  gemm_rkn<C, D, C, ND, true>(acc, ah, al, tQ, 0, lane);  // + sum_i M_ji q~_i
+  store_rows(p.ws.dk, acc);
+  {
+    float da, db;
+    kdot(acc, da, db);
+    if (c == 0) {
+      const float* qdq = static_cast<const float*>(p.ws.qdq.data);
+      dG[ja] = ja < len ? qdq[p.ws.qdq.offset(b, t0 + ja, h)] - da : 0.f;
+      dG[jb] = jb < len ? qdq[p.ws.qdq.offset(b, t0 + jb, h)] - db : 0.f;
+    }
+  }
+
+  // ---- dv ---------------------------------------------------------------------------------------
+  zero_acc(acc);
+  gemm_kn<D, C, D, D, ND, true>(acc, tK, tS, m0, 0, lane);  // sum_key k_j[key] S^[key][val]
+  row_scale(acc);
+  zero_acc(sc);
+  gemm_nk<D, C, D, C, NS, true>(sc, tK, tQ, m0, 0, lane);  // k_j . q~_i
+  mask_split(sc, ah, al);
+  gemm_rkn<C, D, C, ND, true>(acc, ah, al, tO, 0, lane);  // + sum_i M_ji do_i
+  store_rows(p.ws.dv, acc);
+
+  // ---- dG: end term at C', chunk-local reverse cumsum (fixed order per token) -------------------
+  __syncthreads();
+  if (tid < len) {
+    float end = expf(gend) * (red[0] + red[1] + red[2] + red[3]);
+    for (int i = 0; i < len; ++i) end += e_row[i];
+    float acc_g = end;
+    for (int l = len - 1; l >= tid; --l) acc_g += dG[l];
+    static_cast<float*>(p.ws.dg_s.data)[p.ws.dg_s.offset(b, t0 + tid, h)] = acc_g;
+  }
+}
+
+}  // namespace kernels
+GKA_NAMESPACE_END
