@@ -3,3 +3,4 @@
 
 #include "gka/gka.h"
 #include "gka/api/forward.cuh"
+#include "gka/api/decode.cuh"
