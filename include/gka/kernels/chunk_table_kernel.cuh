@@ -23,7 +23,8 @@ struct ChunkTableParams {
 
 constexpr int kChunkTableThreads = 1024;
 
-__global__ void __launch_bounds__(kChunkTableThreads) chunk_table_kernel(ChunkTableParams p) {
+// static: a header-defined non-template kernel, included by several translation units of one program.
+static __global__ void __launch_bounds__(kChunkTableThreads) chunk_table_kernel(ChunkTableParams p) {
   __shared__ int64_t warp_sums[32];
   __shared__ int64_t carry;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
