@@ -16,7 +16,7 @@ if [ -z "$BIN" ]; then
   # GKA_CUDA_ARCHS (e.g. 90a-real) trims the build to the device at hand; default: sm_80 + sm_90a.
   cmake -S "$ROOT" -B "$BIN" -DCMAKE_BUILD_TYPE=Release -DGKA_BUILD_EXAMPLES=OFF \
     ${GKA_CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=$GKA_CUDA_ARCHS} > "$OUT/cmake.log" 2>&1 &&
-    cmake --build "$BIN" -j "${GKA_JOBS:-8}" --target gka_gpu_tests gka_bench_forward > "$OUT/build.log" 2>&1 ||
+    cmake --build "$BIN" -j "${GKA_JOBS:-8}" --target gka_gpu_tests gka_bench_forward gka_bench_decode > "$OUT/build.log" 2>&1 ||
     { echo "configure or build failed, see $OUT/cmake.log and $OUT/build.log"; tail -30 "$OUT/cmake.log" "$OUT/build.log" 2>/dev/null; exit 1; }
   TESTS="$BIN/tests/gka_gpu_tests"; BENCH="$BIN/bench/gka_bench_forward"
 else
@@ -40,6 +40,15 @@ if [ -x "$BENCH" ]; then
   BENCH_RC=${PIPESTATUS[0]}
 else
   echo "no benchmark binary at $BENCH" | tee "$OUT/bench.log"; BENCH_RC=1
+fi
+
+# The decode step (gka_bench_decode, next to the forward benchmark), when it was built.
+DEC_BENCH="$(dirname "$BENCH")/gka_bench_decode"
+DEC_RC=0
+if [ -x "$DEC_BENCH" ]; then
+  echo "== decode benchmark"
+  "$DEC_BENCH" --benchmark_out="$OUT/bench_decode.json" --benchmark_out_format=json 2>&1 | tee "$OUT/bench_decode.log"
+  DEC_RC=${PIPESTATUS[0]}
 fi
 
 # Optional: the README demo (only with GKA_BIN_DIR holding gka_demo: the build above turns the
@@ -76,7 +85,19 @@ fi
       if (match(line, /bwd_ms=[0-9.]+[munk]?/)) { so=substr(line, RSTART+7, RLENGTH-7); lab2="bwd"; } else lab2="solve";
       printf "%-34s %8s ms  tokens/s %-10s TFLOP/s %-8s frac-of-790 %-9s %s %s ms  %s %s ms\n", name, ms, tok, tf, fr, lab1, sc, lab2, so }'
   echo "bench exit code: $BENCH_RC"
+  if [ -f "$OUT/bench_decode.log" ]; then
+    echo "-- decode step, 16 heads, D 128, bf16, r 30, CUDA graph, medians (us: cold L2; GBps: spec-5 state bytes / us)"
+    grep -E "^BM_decode" "$OUT/bench_decode.log" | awk '{
+        line=$0; us=""; w=""; g=""; gb=""; fr="";
+        if (match(line, / us=[0-9.]+[kMGmun]?/)) us=substr(line, RSTART+4, RLENGTH-4);
+        if (match(line, /us_warm=[0-9.]+[kMGmun]?/)) w=substr(line, RSTART+8, RLENGTH-8);
+        if (match(line, /us_graph10=[0-9.]+[kMGmun]?/)) g=substr(line, RSTART+11, RLENGTH-11);
+        if (match(line, /GBps=[0-9.]+[kMGmun]?/)) gb=substr(line, RSTART+5, RLENGTH-5);
+        if (match(line, /frac_4200=[0-9.]+[kMGmun]?/)) fr=substr(line, RSTART+10, RLENGTH-10);
+        printf "%-48s us %-8s warm %-8s in-graph-of-10 %-8s GB/s %-8s frac-of-4.2TB/s %s\n", $1, us, w, g, gb, fr }'
+    echo "decode bench exit code: $DEC_RC"
+  fi
   if [ -f "$OUT/demo.log" ]; then echo "-- demo"; grep -E "backend|error|demo:" "$OUT/demo.log"; fi
   if [ -f "$OUT/sdpa.log" ]; then echo "-- PyTorch SDPA, causal, same tokens/heads/dim"; cat "$OUT/sdpa.log"; fi
 } | tee "$OUT/summary.txt"
-[ "$TEST_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ]
+[ "$TEST_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ] && [ "$DEC_RC" -eq 0 ]

@@ -55,6 +55,25 @@ struct OperatorInputs {
   StateTensor s0;     // [N,H_q,D,D] fp32 optional initial GLA state S[key][value]
 };
 
+// A pool of per-request states for serving. Slot i of the pool holds H at h.offset(i, head).
+// A write slot equal to pad_slot is not written. The CUDA backend reads and writes the pool in one
+// pass: no sequence may write a slot another sequence reads, nor two sequences the same slot.
+struct StatePool {
+  StateTensor h;                    // [num_slots, H_q, D, D] fp32
+  StateTensor s;                    // [num_slots, H_q, D, D] fp32 (bf16 allowed on the GPU)
+  int64_t num_slots = 0;
+  const void* read_slots = nullptr;   // [num_seqs] slot each sequence starts from
+  const void* write_slots = nullptr;  // [num_seqs] slot each sequence ends in; null = read_slots
+  IndexType slot_type = IndexType::kInt32;
+  int64_t pad_slot = -1;              // decode: sequences whose read slot equals this are skipped;
+                                      // forward: such a sequence starts from zero states
+  const uint8_t* has_initial_state = nullptr;  // optional [num_seqs]; 0 = start from zero states
+  const void* host_read_slots = nullptr;   // optional host copies, for validation only
+  const void* host_write_slots = nullptr;
+
+  bool present() const { return h.data != nullptr; }
+};
+
 struct ForwardArgs {
   ProblemShape shape;
   OperatorInputs in;
@@ -66,6 +85,10 @@ struct ForwardArgs {
   TokenTensor nu;     // out, optional [B,T,H_q] fp32 ||H_t||_F (saved for the backward)
   // GPU forward only; the reference ignores it (its chunk states stay in its compute type Real).
   DType chunk_state_dtype = DType::kFP32;  // workspace H̄_n/S̄_n: fp32 (default) or bf16 (half the workspace and traffic)
+  // Optional (used when pool.present()): initial states from pool slot read_slots[n] and final
+  // states into write_slots[n], so prefill -> decode -> decode ... runs without copies. Excludes
+  // in.h0 / in.s0 / ht / st.
+  StatePool pool;
 };
 
 struct BackwardArgs {
@@ -92,20 +115,6 @@ struct BackwardArgs {
   // that forward's ForwardArgs::chunk_state_dtype) instead of recomputing them. Null: recompute.
   const void* forward_workspace = nullptr;
   DType chunk_state_dtype = DType::kFP32;
-};
-
-// A pool of per-request states for serving. Slot i of the pool holds H at h.offset(i, head).
-struct StatePool {
-  StateTensor h;                    // [num_slots, H_q, D, D] fp32
-  StateTensor s;                    // [num_slots, H_q, D, D] fp32 (bf16 allowed on the GPU)
-  int64_t num_slots = 0;
-  const void* read_slots = nullptr;   // [num_seqs] slot each sequence starts from
-  const void* write_slots = nullptr;  // [num_seqs] slot each sequence ends in; null = read_slots
-  IndexType slot_type = IndexType::kInt32;
-  int64_t pad_slot = -1;              // sequences whose read slot equals this are skipped
-  const uint8_t* has_initial_state = nullptr;  // optional [num_seqs]; 0 = start from zero states
-  const void* host_read_slots = nullptr;   // optional host copies, for validation only
-  const void* host_write_slots = nullptr;
 };
 
 // Advance m >= 1 tokens per sequence from states kept in a pool (spec 5, 12.10).

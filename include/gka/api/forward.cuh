@@ -7,7 +7,8 @@
 // forward() validates its arguments on the host (no device memory is read), then enqueues on
 // `stream`: [varlen only] the chunk-table kernel, the chunk-state scan (H-bar and S-bar in
 // args.chunk_state_dtype, fp32 by default or bf16; H_T and S_T always fp32), and the fused nu + solve + read-out kernel. It allocates nothing and never synchronises,
-// so it can be captured in a CUDA graph. The workspace is caller-owned, at least
+// so it can be captured in a CUDA graph. With args.pool the scan reads each sequence's initial
+// states from, and writes its final states to, the pool's slots (prefill for gka::decode). The workspace is caller-owned, at least
 // forward_workspace_size(args) bytes, 256-byte aligned; its contents need not be initialised.
 #pragma once
 
@@ -297,6 +298,16 @@ inline Result launch_state_scans(const ForwardArgs& args, const tiling::ChunkGeo
   sp.st = args.st;
   sp.states_h = states_h;
   sp.states_s = states_s;
+  if (args.pool.present()) {  // initial and final states through the pool's slots (spec 12.10)
+    const StatePool& pool = args.pool;
+    sp.h0 = sp.ht = pool.h;
+    sp.s0 = sp.st = pool.s;
+    sp.read_slots = pool.read_slots;
+    sp.write_slots = pool.write_slots;
+    sp.slot_type = pool.slot_type;
+    sp.pad_slot = pool.pad_slot;
+    sp.has_initial_state = pool.has_initial_state;
+  }
   const int64_t nseq = s.num_states();
   return bf16_states ? launch_scan_any<__nv_bfloat16>(in.q.dtype, s.head_dim, sp, nseq, stream)
                      : launch_scan_any<float>(in.q.dtype, s.head_dim, sp, nseq, stream);
@@ -358,7 +369,7 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   tiling::ChunkGeometry geo;
   GKA_RETURN_IF_ERROR(detail::make_chunk_geometry(s, L.chunk_bound, reinterpret_cast<int64_t*>(ws + L.off_table),
                                                   reinterpret_cast<tiling::SeqEntry*>(ws + L.off_seqs), stream, &geo));
-  if (L.chunk_bound == 0 && !args.ht.present() && !args.st.present()) return Result::success();
+  if (L.chunk_bound == 0 && !args.ht.present() && !args.st.present() && !args.pool.present()) return Result::success();
 
   void* states_h = ws + L.off_h;
   void* states_s = ws + L.off_s;

@@ -9,8 +9,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <initializer_list>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "gka/args.h"
 #include "gka/config.h"
@@ -264,6 +267,62 @@ inline Result check_slots(const char* name, const void* p, IndexType t, int64_t 
   return check_slot_values(name, static_cast<const int64_t*>(p), n, num_slots, pad);
 }
 
+
+// The CUDA kernels read and write the pool in one pass, so a slot written by one sequence must not
+// be read or written by another (the reference reads everything first and allows it).
+template <class Index>
+inline Result check_slot_aliasing(const Index* rd, const Index* wr, int64_t n, int64_t pad) {
+  std::vector<std::pair<int64_t, int64_t>> writes;  // (slot, sequence)
+  std::vector<std::pair<int64_t, int64_t>> reads;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = static_cast<int64_t>(rd[i]);
+    if (r == pad) continue;  // skipped sequence (decode) or zero start (forward): reads nothing
+    reads.push_back({r, i});
+    const int64_t w = wr ? static_cast<int64_t>(wr[i]) : r;
+    if (w != pad) writes.push_back({w, i});
+  }
+  std::sort(writes.begin(), writes.end());
+  std::sort(reads.begin(), reads.end());
+  for (size_t i = 1; i < writes.size(); ++i)
+    if (writes[i].first == writes[i - 1].first)
+      return fail(Status::kErrorInvalidSlot, "pool.write_slots: sequences " + std::to_string(writes[i - 1].second) +
+                                                 " and " + std::to_string(writes[i].second) + " both write slot " +
+                                                 std::to_string(writes[i].first) + " (not allowed on the CUDA backend)");
+  for (const auto& w : writes) {
+    auto it = std::lower_bound(reads.begin(), reads.end(), std::make_pair(w.first, int64_t{-1}));
+    for (; it != reads.end() && it->first == w.first; ++it)
+      if (it->second != w.second)
+        return fail(Status::kErrorInvalidSlot, "pool: sequence " + std::to_string(w.second) + " writes slot " +
+                                                   std::to_string(w.first) + " that sequence " +
+                                                   std::to_string(it->second) +
+                                                   " reads (not allowed on the CUDA backend: one pass over the pool)");
+  }
+  return Result::success();
+}
+
+// A state pool (decode, or the forward's optional pool) for N sequences.
+inline Result check_pool(const StatePool& p, int64_t N, int64_t Hq, int64_t D, Backend b) {
+  if (p.num_slots < 1)
+    return fail(Status::kErrorInvalidShape, "pool.num_slots must be >= 1 (got " + std::to_string(p.num_slots) + ")");
+  GKA_RETURN_IF_ERROR(check_state("pool.h", p.h, true, p.num_slots, Hq, D, wide_dtypes(b), b, true));
+  const std::initializer_list<DType> s_cuda = {DType::kFP32, DType::kBF16};
+  GKA_RETURN_IF_ERROR(check_state("pool.s", p.s, true, p.num_slots, Hq, D,
+                                  b == Backend::kCuda ? s_cuda : wide_dtypes(b), b, true));
+  if (!p.read_slots) return fail(Status::kErrorNullPointer, "pool.read_slots is null (required)");
+  if (p.slot_type != IndexType::kInt32 && p.slot_type != IndexType::kInt64)
+    return fail(Status::kErrorInvalidSlot, "pool.slot_type is not int32 or int64");
+  const void* host_read = p.host_read_slots ? p.host_read_slots : (b == Backend::kReference ? p.read_slots : nullptr);
+  const void* host_write = p.host_write_slots ? p.host_write_slots : (b == Backend::kReference ? p.write_slots : nullptr);
+  GKA_RETURN_IF_ERROR(check_slots("pool.read_slots", host_read, p.slot_type, N, p.num_slots, p.pad_slot));
+  GKA_RETURN_IF_ERROR(check_slots("pool.write_slots", host_write, p.slot_type, N, p.num_slots, p.pad_slot));
+  if (b == Backend::kCuda && host_read && (host_write || !p.write_slots)) {
+    if (p.slot_type == IndexType::kInt32)
+      return check_slot_aliasing(static_cast<const int32_t*>(host_read), static_cast<const int32_t*>(host_write), N, p.pad_slot);
+    return check_slot_aliasing(static_cast<const int64_t*>(host_read), static_cast<const int64_t*>(host_write), N, p.pad_slot);
+  }
+  return Result::success();
+}
+
 }  // namespace detail
 
 inline Result validate(const ForwardArgs& a, Backend b) {
@@ -279,6 +338,11 @@ inline Result validate(const ForwardArgs& a, Backend b) {
   GKA_RETURN_IF_ERROR(check_state("st", a.st, false, N, Hq, D, wide_dtypes(b), b, true));
   // Checked on both backends so that one ForwardArgs is valid everywhere; the reference ignores it.
   GKA_RETURN_IF_ERROR(check_dtype("chunk_state_dtype", a.chunk_state_dtype, {DType::kFP32, DType::kBF16}));
+  if (a.pool.present()) {
+    if (a.in.h0.present() || a.in.s0.present() || a.ht.present() || a.st.present())
+      return fail(Status::kErrorInvalidShape, "pool: in.h0, in.s0, ht and st must be absent when a pool is given");
+    GKA_RETURN_IF_ERROR(check_pool(a.pool, N, Hq, D, b));
+  }
   return Result::success();
 }
 
@@ -314,18 +378,7 @@ inline Result validate(const DecodeArgs& a, Backend b) {
   GKA_RETURN_IF_ERROR(check_shape_and_options(s, a.options, b));
   GKA_RETURN_IF_ERROR(check_inputs(s, a.in, a.options, b, false));
   const int64_t B = s.batch, T = s.seqlen, Hq = s.heads_q, D = s.head_dim, N = s.num_states();
-  const StatePool& p = a.pool;
-  if (p.num_slots < 1)
-    return fail(Status::kErrorInvalidShape, "pool.num_slots must be >= 1 (got " + std::to_string(p.num_slots) + ")");
-  GKA_RETURN_IF_ERROR(check_state("pool.h", p.h, true, p.num_slots, Hq, D, wide_dtypes(b), b, false));
-  const std::initializer_list<DType> s_cuda = {DType::kFP32, DType::kBF16};
-  GKA_RETURN_IF_ERROR(check_state("pool.s", p.s, true, p.num_slots, Hq, D,
-                                  b == Backend::kCuda ? s_cuda : wide_dtypes(b), b, false));
-  if (!p.read_slots) return fail(Status::kErrorNullPointer, "pool.read_slots is null (required)");
-  const void* host_read = p.host_read_slots ? p.host_read_slots : (b == Backend::kReference ? p.read_slots : nullptr);
-  const void* host_write = p.host_write_slots ? p.host_write_slots : (b == Backend::kReference ? p.write_slots : nullptr);
-  GKA_RETURN_IF_ERROR(check_slots("pool.read_slots", host_read, p.slot_type, N, p.num_slots, p.pad_slot));
-  GKA_RETURN_IF_ERROR(check_slots("pool.write_slots", host_write, p.slot_type, N, p.num_slots, p.pad_slot));
+  GKA_RETURN_IF_ERROR(check_pool(a.pool, N, Hq, D, b));
   GKA_RETURN_IF_ERROR(check_token("o", a.o, true, B, T, Hq, D, token_dtypes(b), b, true));
   const int64_t total = B * T;  // every token of the call, packed or [N, m]
   GKA_RETURN_IF_ERROR(check_state("inter_h", a.inter_h, false, total, Hq, D, wide_dtypes(b), b, true));

@@ -31,7 +31,22 @@ struct StateScanParams {
   StateTensor h0, s0, ht, st;
   void* states_h = nullptr;  // [chunk_bound][H_q][D][D] of TState
   void* states_s = nullptr;
+  // Optional state pool (ForwardArgs::pool): h0 / s0 / ht / st then point at the pool, the initial
+  // state of sequence n is read at slot read_slots[n] (zero at pad_slot or when
+  // has_initial_state[n] == 0) and the final one written at write_slots[n] (read_slots when null;
+  // not at pad_slot). s0 / st may then be bf16. Null read_slots: state index n as before.
+  const void* read_slots = nullptr;
+  const void* write_slots = nullptr;
+  IndexType slot_type = IndexType::kInt32;
+  int64_t pad_slot = -1;
+  const uint8_t* has_initial_state = nullptr;
 };
+
+// Slot i of a device index array.
+GKA_DEVICE inline int64_t slot_at(const void* p, IndexType t, int64_t i) {
+  return t == IndexType::kInt64 ? static_cast<const int64_t*>(p)[i]
+                                : static_cast<int64_t>(static_cast<const int32_t*>(p)[i]);
+}
 
 // Two adjacent fp32 accumulator values -> TState at dst (4- or 8-byte aligned store).
 template <class TState>
@@ -57,6 +72,7 @@ struct ScanTask {
   TState* states;                     // [chunk_bound][H_q][D][D] chunk states of this recurrence
   const uint8_t *kbase, *vbase;       // first token row of the keys / values of this (sequence, kv head)
   int64_t kstride, vstride;           // token strides in bytes
+  int64_t init_n, fin_n;              // state index of init / fin (a pool slot with a pool); -1: none
 
   GKA_DEVICE explicit ScanTask(const StateScanParams& p)
       : seq(blockIdx.x / p.heads_q), h(blockIdx.x % p.heads_q), hk(h / p.group), is_s(blockIdx.y == 1),
@@ -68,6 +84,14 @@ struct ScanTask {
     vbase = static_cast<const uint8_t*>(vt.data) + (se.b * vt.stride_batch + hk * vt.stride_head) * sizeof(Tin);
     kstride = p.k.stride_token * sizeof(Tin);
     vstride = vt.stride_token * sizeof(Tin);
+    init_n = fin_n = seq;
+    if (p.read_slots != nullptr) {
+      const int64_t rd = slot_at(p.read_slots, p.slot_type, seq);
+      const int64_t wr = p.write_slots ? slot_at(p.write_slots, p.slot_type, seq) : rd;
+      const bool has = rd != p.pad_slot && (p.has_initial_state == nullptr || p.has_initial_state[seq] != 0);
+      init_n = has ? rd : -1;
+      fin_n = wr != p.pad_slot ? wr : -1;
+    }
   }
   // Tokens in chunk n; only the last chunk of a sequence may be partial.
   GKA_DEVICE int chunk_valid(int64_t n) const {
@@ -147,22 +171,22 @@ struct ScanTask {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int row = row0 + r + (e >= 2 ? 8 : 0), col = col0 + 8 * j + 2 * c + (e & 1);
-        acc[j][e] = (init.data != nullptr)
-                        ? static_cast<const float*>(init.data)[init.offset(seq, h) + row * init.stride_row + col]
+        acc[j][e] = (init.data != nullptr && init_n >= 0)
+                        ? gating::load_as_float(init.data, init.dtype, init.offset(init_n, h) + row * init.stride_row + col)
                         : 0.f;
       }
   }
   // The same fragment into the final state H_T / S_T (fp32), when the caller asked for it.
   template <int NT>
   GKA_DEVICE void store_final(const float (&acc)[NT][4], int row0, int col0, int lane) const {
-    if (fin.data == nullptr) return;
+    if (fin.data == nullptr || fin_n < 0) return;
     const int r = lane >> 2, c = lane & 3;
-    float* out = static_cast<float*>(fin.data) + fin.offset(seq, h);
+    const int64_t base = fin.offset(fin_n, h);  // fp32, or bf16 for a pool's S
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       const int col = col0 + 8 * j + 2 * c;
-      *reinterpret_cast<float2*>(out + (row0 + r) * fin.stride_row + col) = make_float2(acc[j][0], acc[j][1]);
-      *reinterpret_cast<float2*>(out + (row0 + r + 8) * fin.stride_row + col) = make_float2(acc[j][2], acc[j][3]);
+      gating::store2_from_float(fin.data, fin.dtype, base + (row0 + r) * fin.stride_row + col, acc[j][0], acc[j][1]);
+      gating::store2_from_float(fin.data, fin.dtype, base + (row0 + r + 8) * fin.stride_row + col, acc[j][2], acc[j][3]);
     }
   }
 };

@@ -56,9 +56,28 @@ inline Result forward(const ForwardArgs& args, const ReferenceOptions& ref = {})
   const ProblemShape& shape = args.shape;
   const int64_t D = shape.head_dim;
   const SolverParams p = solver_params(args.options, D, ref.method);
+  // With a pool (spec 12.10): initial states from read_slots[n] (zero at pad_slot or without
+  // has_initial_state[n]); final states to write_slots[n] (not at pad_slot), after every read.
+  const StatePool& pool = args.pool;
+  struct FinalState {
+    int64_t slot, head;
+    std::vector<Real> H, S;
+  };
+  std::vector<FinalState> finals;
   for (const SequenceRange& seq : sequence_ranges(shape)) {
+    int64_t read = pool.pad_slot, write = pool.pad_slot;
+    bool from_pool = false;
+    if (pool.present()) {
+      read = read_index(pool.read_slots, pool.slot_type, seq.n);
+      write = pool.write_slots ? read_index(pool.write_slots, pool.slot_type, seq.n) : read;
+      from_pool = read != pool.pad_slot && (!pool.has_initial_state || pool.has_initial_state[seq.n] != 0);
+    }
     for (int64_t h = 0; h < shape.heads_q; ++h) {
-      const HeadData<Real> data = gather_head<Real>(shape, args.in, args.options, seq, h);
+      HeadData<Real> data = gather_head<Real>(shape, args.in, args.options, seq, h);
+      if (from_pool) {
+        data.h0 = load_state<Real>(pool.h, read, h, D);
+        data.s0 = load_state<Real>(pool.s, read, h, D);
+      }
       const HeadForward<Real> out = chunked ? forward_chunked(data.inputs(), p, args.options.chunk_size)
                                             : forward_sequential(data.inputs(), p);
       scatter_tokens(args.o, seq, h, D, out.o);
@@ -66,7 +85,12 @@ inline Result forward(const ForwardArgs& args, const ReferenceOptions& ref = {})
       scatter_tokens(args.nu, seq, h, 1, out.nu);
       store_state(args.ht, seq.n, h, D, out.HT);
       store_state(args.st, seq.n, h, D, out.ST);
+      if (pool.present() && write != pool.pad_slot) finals.push_back({write, h, out.HT, out.ST});
     }
+  }
+  for (const FinalState& fs : finals) {
+    store_state(pool.h, fs.slot, fs.head, D, fs.H);
+    store_state(pool.s, fs.slot, fs.head, D, fs.S);
   }
   return Result::success();
 }

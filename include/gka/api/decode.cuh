@@ -1,0 +1,103 @@
+// gka/api/decode.cuh: the decode step over a state pool (spec 5, 12.10) behind one call.
+//
+//   gka::Result gka::decode(const DecodeArgs&, cudaStream_t);
+//
+// decode() validates its arguments on the host (device memory is never read: slot indices and
+// cu_seqlens are checked from their host copies when the caller provides them), then enqueues one
+// kernel on `stream` (gka/kernels/decode_kernel.cuh). It needs no workspace, allocates nothing and
+// never synchronises, so it can be captured in a CUDA graph and replayed.
+//
+// GPU-specific rules (beyond validate(args, Backend::kReference)): D = 64 or 128; pool.h fp32,
+// pool.s fp32 or bf16; and, because every (sequence, head) reads and writes the pool in one pass,
+// no sequence may write a slot that another sequence reads, and no two sequences may write the same
+// slot (checked when pool.host_read_slots / host_write_slots are given).
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "gka/api/forward.cuh"
+#include "gka/args.h"
+#include "gka/host/validate.h"
+#include "gka/kernels/decode_kernel.cuh"
+#include "gka/status.h"
+
+GKA_NAMESPACE_BEGIN
+
+namespace detail {
+
+template <int D, class TS, int kMinBlocks>
+inline Result launch_decode(const kernels::DecodeParams& p, int64_t num_seqs, cudaStream_t stream) {
+  auto kern = kernels::decode_kernel<D, TS, kMinBlocks>;
+  const int smem = static_cast<int>(sizeof(kernels::DecodeSmem<D>));
+  static std::atomic<uint64_t> smem_set{0};
+  GKA_RETURN_IF_ERROR(set_smem_once(smem_set, kern, smem, "decode_kernel: cudaFuncSetAttribute"));
+  const dim3 grid(static_cast<unsigned>(num_seqs * p.heads_q));
+  kern<<<grid, kernels::DecodeGeometry<D>::kThreads, smem, stream>>>(p);
+  return cuda_result(cudaGetLastError(), "decode_kernel launch");
+}
+
+
+// min_blocks: the CTAs per SM the kernel's register budget is compiled for: 1 (108 registers,
+// no spills: the fastest single CTA, for grids that do not fill the device), 2 (64 registers, a few
+// spills outside the solve loop, two CTAs per SM so one loads while the other solves), 0 = choose:
+// 2 when the grid has more CTAs than the device has SMs. Measured in docs/gpu-decode.md.
+inline Result decode_impl(const DecodeArgs& args, cudaStream_t stream, int min_blocks);
+
+}  // namespace detail
+
+inline Result decode(const DecodeArgs& args, cudaStream_t stream) { return detail::decode_impl(args, stream, 0); }
+
+inline Result detail::decode_impl(const DecodeArgs& args, cudaStream_t stream, int min_blocks) {
+  GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
+  const ProblemShape& s = args.shape;
+  const int64_t N = s.num_states();
+  if (N * s.heads_q > 0x7fffffff)
+    return Result(Status::kErrorNotSupported, "num_seqs * heads_q = " + std::to_string(N * s.heads_q) +
+                                                  " exceeds one launch's grid");
+  const OperatorInputs& in = args.in;
+  kernels::DecodeParams p;
+  p.heads_q = s.heads_q;
+  p.group = s.group_size();
+  p.seqlen = s.seqlen;
+  p.cu_seqlens = s.varlen() ? s.cu_seqlens.data : nullptr;
+  p.cu_type = s.cu_seqlens.type;
+  p.q = in.q;
+  p.k = in.k;
+  p.v = in.v;
+  p.alpha = in.alpha;
+  p.beta = in.beta;
+  p.o = args.o;
+  // f absent means f = g; g absent means no decay of S.
+  p.gate_s = detail::make_gate(in.g);
+  p.gate_h = in.f.present() ? detail::make_gate(in.f) : p.gate_s;
+  p.l2norm_qk = args.options.l2norm_qk;
+  p.use_beta = args.options.fuse_beta;
+  p.num_iter = args.options.num_iter;
+  p.ridge = static_cast<float>(args.options.ridge_ratio);
+  p.scale = static_cast<float>(args.options.resolved_scale(s.head_dim));
+  const StatePool& pool = args.pool;
+  p.pool_h = pool.h;
+  p.pool_s = pool.s;
+  p.read_slots = pool.read_slots;
+  p.write_slots = pool.write_slots;
+  p.slot_type = pool.slot_type;
+  p.pad_slot = pool.pad_slot;
+  p.has_initial_state = pool.has_initial_state;
+  p.inter_h = args.inter_h;
+  p.inter_s = args.inter_s;
+  const bool s_bf16 = pool.s.dtype == DType::kBF16;  // validated: fp32 or bf16
+  if (s.head_dim == 64)  // 256 threads: two CTAs per SM fit either way
+    return s_bf16 ? launch_decode<64, __nv_bfloat16, 2>(p, N, stream) : launch_decode<64, float, 2>(p, N, stream);
+  if (min_blocks == 0) {
+    int sms = 0;
+    GKA_RETURN_IF_ERROR(current_sm_count(&sms));
+    min_blocks = N * s.heads_q > sms ? 2 : 1;
+  }
+  if (min_blocks == 1)
+    return s_bf16 ? launch_decode<128, __nv_bfloat16, 1>(p, N, stream) : launch_decode<128, float, 1>(p, N, stream);
+  return s_bf16 ? launch_decode<128, __nv_bfloat16, 2>(p, N, stream) : launch_decode<128, float, 2>(p, N, stream);
+}
+
+GKA_NAMESPACE_END
