@@ -18,6 +18,7 @@
 
 #include "gka/config.h"
 #include "gka/gating/gates.cuh"
+#include "gka/solver/chebyshev_rows.cuh"
 #include "gka/solver/chebyshev_schedule.h"
 #include "gka/solver/chebyshev_tc.cuh"
 #include "gka/solver/nu.cuh"
@@ -218,34 +219,15 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
       const float gam = __expf(F[j]);
       nu = sqrtf(fmaxf(gam * gam * t1 + 2.f * gam * t2 + t3[j], 0.f));
     }
-    const float gp = fmaxf(__expf(F[j]), 8.75651076e-27f);  // Gamma' = max(Gamma, e^-60)
-    const bool live = nu > 0.f;
-    const float lam = live ? ridge * nu : 0.f;
-    const float eta = live ? chebyshev_eta<float>(ridge, nu) : 0.f;
+    const solver::RowCoefs rc = solver::chebyshev_row_coefs(ridge, F[j], nu);
     nu_s[j] = nu;
-    u_s[j] = eta * gp;
-    vv_s[j] = lam / gp;
-    ginv[j] = 1.f / gp;
+    u_s[j] = rc.u;
+    vv_s[j] = rc.v;
+    ginv[j] = rc.ginv;
     if ((p.nu.data != nullptr) && j < len) static_cast<float*>(p.nu.data)[p.nu.offset(b, t0 + j, h)] = nu;
   }
   __syncthreads();  // W2 in Y is dead from here; M takes its place
-  // M in fragment order (each thread writes exactly what it will read)
-  const float4* mask = reinterpret_cast<const float4*>(Ym);
-  {
-    float4* mw = reinterpret_cast<float4*>(Ym);
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      float m[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = 16 * warp + r + (e >= 2 ? 8 : 0), i = 8 * nt + 2 * c + (e & 1);
-        const float Fp = fmaxf(F[j], -60.f);
-        m[e] = (i <= j && j < len) ? __expf((F[j] - Fp) - F[i]) : 0.f;
-      }
-      mw[(warp * 8 + nt) * 32 + lane] = make_float4(m[0], m[1], m[2], m[3]);
-    }
-  }
-  __syncwarp();
+  const float4* mask = solver::build_chebyshev_mask(F, len, Ym, warp, lane);
 
   // ---- the solve ---------------------------------------------------------------------------------
   const int row_a = 16 * warp + r, row_b = row_a + 8;
@@ -292,34 +274,8 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
   tiling::prefetch_l2_range(sbar, D * D * static_cast<int>(sizeof(TState)), tid, kSolveThreads);
   const int r_iter = p.num_iter;
   if (r_iter > 0) {
-    solver::RowScalars rs;
-    rs.u[0] = u_s[row_a];
-    rs.u[1] = u_s[row_b];
-    rs.v[0] = vv_s[row_a];
-    rs.v[1] = vv_s[row_b];
-    const float eta0 = u_s[row_a] * ginv[row_a], eta1 = u_s[row_b] * ginv[row_b];
-    const float gi0 = ginv[row_a], gi1 = ginv[row_b];
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const bool lo = e < 2;
-        const float qv = X[j][e];
-        const float d = round_bf16((lo ? eta0 : eta1) * qv);
-        X[j][e] = d;
-        E[j][e] = -qv * (lo ? gi0 : gi1) + (lo ? rs.v[0] : rs.v[1]) * d;
-      }
-#pragma unroll
-    for (int kt = 0; kt < D / 16; ++kt) acc_to_a(X[2 * kt], X[2 * kt + 1], Dh[kt]);
-    solver::ChunkOperands op{sh_hi, sh_lo, sk_hi, sk_lo, mask};
-    const float cc = chebyshev_c<float>(ridge);
-    float omega = chebyshev_omega0<float>();
-    for (int it = 0; it < r_iter; ++it) {
-      if constexpr (kWgmma) solver::matvec_round_wg<D>(E, Dh, op, warp, lane);
-      else solver::matvec_round<D, kSplit>(E, Dh, op, warp, lane);
-      omega = chebyshev_next_omega(cc, omega);
-      solver::chebyshev_update<D>(E, X, Dh, rs, omega, it + 1 < r_iter);
-    }
+    const solver::ChunkOperands op{sh_hi, sh_lo, sk_hi, sk_lo, mask};
+    solver::chebyshev_solve_rows<D, kSplit, kWgmma>(X, E, Dh, op, u_s, vv_s, ginv, ridge, r_iter, warp, lane);
   }
   // X holds x (r > 0) or q (r = 0)
   if ((p.x.data != nullptr)) {
