@@ -19,8 +19,8 @@
 // staging, same smem, so still one CTA per SM: 2 per SM would need <= 113 KiB, i.e. giving up the
 // hi + lo x / z / state tiles); (2) no lo products for bf16 K / Hbar (-1/3 of the K products);
 // (3) U is upper triangular: slab w skips score column pairs / k-steps < w in K X^T, K Z^T, P Z,
-// Q' X (-37.5% of those); (4) the <R, Hbar>, <B, Hbar> reduction and G's staging unrolled so a
-// thread's loads are in flight together.
+// Q' X (-37.5% of those); (4) <R, Hbar>, <B, Hbar> come from the loads that stage G (R, B are
+// read once, Hbar again from L2), two 4 x 4 blocks per thread in flight together.
 // Per row i (tau_i = e^{F_C' - F_i}, so kappa_i = tau_i k_i; G = R + R^T + B, B only with bp_lambda):
 //   dk_pre_i = b_i Hbar k_i + sum_l ((K K^T) o W)_il k_l          [lambda part: bp_lambda only]
 //            + tau_i G k_i                                       [(R + R^T) kappa_i + B kappa_i]
@@ -87,22 +87,27 @@ GKA_DEVICE inline float comp(const float4& v, int i) { return i == 0 ? v.x : i =
 
 // G = R + R^T (+ B) -> bf16 hi + lo tiles, summed in fp32 before the split. One 4 x 4 block per
 // step: R's block (a, b) and the transposed block (b, a) as float4 rows.
-template <int D, int kThreads>
-GKA_DEVICE inline void stage_sym_state(const float* __restrict__ R, const float* __restrict__ B, uint8_t* hi,
-                                       uint8_t* lo, int tid) {
+// Also returns this thread's parts of <R, Hbar> (rh) and <B, Hbar> (bh), from the same loads.
+template <int D, int kThreads, class TState>
+GKA_DEVICE inline void stage_sym_state(const float* __restrict__ R, const float* __restrict__ B,
+                                       const TState* __restrict__ H, uint8_t* hi, uint8_t* lo, int tid, float& rh,
+                                       float& bh) {
   constexpr int kBlk = D / 4;
 #pragma unroll 2
   for (int q = tid; q < kBlk * kBlk; q += kThreads) {
     const int a = 4 * (q / kBlk), bc = 4 * (q % kBlk);
-    float4 rr[4], rt[4], bb[4];
+    float4 rr[4], rt[4], bb[4], hh[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       rr[i] = load4(R + (a + i) * D + bc, 0);
       rt[i] = load4(R + (bc + i) * D + a, 0);
       bb[i] = B != nullptr ? load4(B + (a + i) * D + bc, 0) : make_float4(0.f, 0.f, 0.f, 0.f);
+      hh[i] = load4(H + (a + i) * D + bc, 0);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
+      rh += hh[i].x * rr[i].x + hh[i].y * rr[i].y + hh[i].z * rr[i].z + hh[i].w * rr[i].w;
+      bh += hh[i].x * bb[i].x + hh[i].y * bb[i].y + hh[i].z * bb[i].z + hh[i].w * bb[i].w;
       float v[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) v[j] = comp(rr[i], j) + comp(rt[j], i) + comp(bb[i], j);
@@ -231,28 +236,7 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   stage_token_tile<C, D, kT, true>(p.x, b, t0, h, len, nullptr, x_hi, x_lo, tid);
   stage_token_tile<C, D, kT, true>(p.ws.z, b, t0, h, len, nullptr, z_hi, z_lo, tid);
   stage_state_tile<D, D, kT, kHLo>(hbar, s_hi, s_lo, tid);
-  // <R, Hbar> and <B, Hbar> by a plain block reduction (fixed order), from global / L2; unrolled
-  // so that a thread has its loads in flight together
-  float rh = 0.f, bh = 0.f;
-#pragma unroll 8
-  for (int i = tid; i < D * D / 4; i += kT) {
-    const float4 hv = load4(hbar, i), rv = load4(rbar, i);
-    rh += hv.x * rv.x + hv.y * rv.y + hv.z * rv.z + hv.w * rv.w;
-    if (lam) {
-      const float4 bv = load4(btil, i);
-      bh += hv.x * bv.x + hv.y * bv.y + hv.z * bv.z + hv.w * bv.w;
-    }
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    rh += __shfl_xor_sync(0xffffffffu, rh, o);
-    bh += __shfl_xor_sync(0xffffffffu, bh, o);
-  }
-  if (lane == 0) {
-    red[warp] = rh;
-    red[kW + warp] = bh;
-  }
-  __syncthreads();  // F, w visible
+  __syncthreads();  // F, w, tiles visible
 
   // s by a stable reverse recurrence (one thread, 64 steps: cheap next to the products)
   if (lam && tid == 0) {
@@ -294,7 +278,20 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
     }
   }
   __syncthreads();  // the slot is free: G = R + R^T (+ B) takes it
-  stage_sym_state<D, kT>(rbar, btil, s_hi, s_lo, tid);
+  {
+    // <R, Hbar> and <B, Hbar> (plain block reduction, fixed order) from the loads that stage G
+    float rh = 0.f, bh = 0.f;
+    stage_sym_state<D, kT>(rbar, btil, hbar, s_hi, s_lo, tid, rh, bh);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      rh += __shfl_xor_sync(0xffffffffu, rh, o);
+      bh += __shfl_xor_sync(0xffffffffu, bh, o);
+    }
+    if (lane == 0) {
+      red[warp] = rh;
+      red[kW + warp] = bh;
+    }
+  }
   __syncthreads();
 
   // ---- tau_i G k_i; e_i = 1/2 tau_i k_i . G k_i ------------------------------------------------------

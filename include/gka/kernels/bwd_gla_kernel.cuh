@@ -22,8 +22,9 @@
 // "[perf]" in tests/gpu/test_bwd_perf_intra.cu): the 4-warp version ran 7.67 ms, latency bound
 // (one CTA per SM, 216 registers), and its <S^, S-bar> reduction was a scalar loop of dependent
 // 4-byte loads (128 per thread, ~30 L2/DRAM round trips). Now: 8 warps with half-width
-// accumulators, 16-byte loads of that reduction issued together, no lo products of bf16 operands,
-// causal skipping.
+// accumulators; S^ staged and dotted with S-bar from one batch of 16-byte loads; bf16 k, v, do in
+// one batch of loads and without lo products; causal skipping; dG's reverse cumsum by a warp scan
+// (it was an O(C) smem loop per token).
 // Shared memory: BwdGlaSmem<D>::kBytes = 81 KiB (D = 64), 193 KiB (D = 128; above sm_80's 163 KiB
 // per block: the layout keeps room for the lo tiles of fp32 / fp16 k, v, do).
 #pragma once
@@ -106,24 +107,44 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
     __syncwarp();
     gating::warp_cumsum64(G, len, lane);
   }
-  stage_state_tile<D, D, kT, true>(shat, s_hi, s_hi + Smem::kTileDD, tid);
-  stage_token_tile<C, D, kT, kLo16>(p.k, b, t0, hk, len, nullptr, k_hi, k_hi + Smem::kTileKD, tid);
-  stage_token_tile<C, D, kT, kLo16>(p.v, b, t0, hk, len, nullptr, v_hi, v_hi + Smem::kTileKD, tid);
-  stage_token_tile<C, D, kT, true>(p.ws.qmix, b, t0, h, len, nullptr, q_hi, q_hi + Smem::kTileKD, tid);
-  stage_token_tile<C, D, kT, kLo16>(p.d_o, b, t0, h, len, nullptr, o_hi, o_hi + Smem::kTileKD, tid);
-  // <S^, S-bar_n>: fixed-order partial sums (deterministic), 16-byte loads, all in flight together
+  // S^ -> bf16 hi + lo tiles, and <S^, S-bar_n> (fixed-order partial sums, deterministic) from the
+  // same loads: every 16-byte load of both states in flight together
   {
+    constexpr int kPer = D * D / 4 / kT;
+    float4 sv[kPer], bv[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      sv[u] = bwd_gla_detail::load4(shat, tid + u * kT);
+      bv[u] = bwd_gla_detail::load4(sbar, tid + u * kT);
+    }
     float part = 0.f;
 #pragma unroll
-    for (int u = 0; u < D * D / 4 / kT; ++u) {
-      const int i = tid + u * kT;
-      const float4 a = bwd_gla_detail::load4(shat, i), bb = bwd_gla_detail::load4(sbar, i);
-      part += a.x * bb.x + a.y * bb.y + a.z * bb.z + a.w * bb.w;
+    for (int u = 0; u < kPer; ++u) {
+      const int i = tid + u * kT, row = (4 * i) / D, col = (4 * i) % D;
+      part += sv[u].x * bv[u].x + sv[u].y * bv[u].y + sv[u].z * bv[u].z + sv[u].w * bv[u].w;
+      uint32_t h0, l0, h1, l1;
+      split_bf16(sv[u].x, sv[u].y, h0, l0);
+      split_bf16(sv[u].z, sv[u].w, h1, l1);
+      const uint32_t off = SwizzledTile<D, D>::offset(row, col);
+      *reinterpret_cast<uint2*>(s_hi + off) = make_uint2(h0, h1);
+      *reinterpret_cast<uint2*>(s_hi + Smem::kTileDD + off) = make_uint2(l0, l1);
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
     if (lane == 0) red[warp] = part;
   }
+  if constexpr (kLo16) {
+    stage_token_tile<C, D, kT, true>(p.k, b, t0, hk, len, nullptr, k_hi, k_hi + Smem::kTileKD, tid);
+    stage_token_tile<C, D, kT, true>(p.v, b, t0, hk, len, nullptr, v_hi, v_hi + Smem::kTileKD, tid);
+    stage_token_tile<C, D, kT, true>(p.d_o, b, t0, h, len, nullptr, o_hi, o_hi + Smem::kTileKD, tid);
+  } else {  // three bf16 tiles, raw copies, all loads in flight together
+    const TokenTensor* const tt[3] = {&p.k, &p.v, &p.d_o};
+    const int64_t heads[3] = {hk, hk, h};
+    const float* const scales[3] = {nullptr, nullptr, nullptr};
+    uint8_t* const dst[3] = {k_hi, v_hi, o_hi};
+    stage_bf16_token_tiles<3, C, D, kT>(tt, heads, b, t0, len, scales, dst, tid);
+  }
+  stage_token_tile<C, D, kT, true>(p.ws.qmix, b, t0, h, len, nullptr, q_hi, q_hi + Smem::kTileKD, tid);
   __syncthreads();
 
   const SplitTile tS{smem_addr(s_hi), smem_addr(s_hi + Smem::kTileDD)};
@@ -226,24 +247,28 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   gemm_rkn2<C, D, C, NH, true, kLo16>(acc, ah, al, tO, n0, lane, slab);  // + sum_i M_ji do_i
   store_rows(p.ws.dv, acc);
 
-  // ---- dG: end term at C', chunk-local reverse cumsum (fixed order per token) -------------------
+  // ---- dG: end term at C', chunk-local reverse cumsum (one warp, fixed order) ---------------------
   __syncthreads();
-  if (tid < C) {
-    const int j = tid;
-    const float* qdq = static_cast<const float*>(p.ws.qdq.data);
-    const float v = j < len ? qdq[p.ws.qdq.offset(b, t0 + j, h)] - (dG[j] + dG[C + j]) : 0.f;
-    G[j] = v;  // dG_j = q~_j . dq~_j - k_j . dk^S_j; G itself is dead (gend, decays in registers)
-  }
-  __syncthreads();
-  if (tid < len) {
+  if (warp == 0) {
+    float e = 0.f;  // sum of the per-token end parts
+    for (int i = lane; i < len; i += 32) e += e_row[i] + e_row[C + i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) e += __shfl_xor_sync(0xffffffffu, e, o);
     float sred = 0.f;
 #pragma unroll
     for (int q = 0; q < kW; ++q) sred += red[q];
-    float end = expf(gend) * sred;
-    for (int i = 0; i < len; ++i) end += e_row[i] + e_row[C + i];
-    float acc_g = end;
-    for (int l = len - 1; l >= tid; --l) acc_g += G[l];
-    static_cast<float*>(p.ws.dg_s.data)[p.ws.dg_s.offset(b, t0 + tid, h)] = acc_g;
+    const float end = expf(gend) * sred + e;
+    // G is dead (gend, the decays are in registers): it takes dG_{len-1-t} = q~.dq~ - k.dk^S reversed
+    const float* qdq = static_cast<const float*>(p.ws.qdq.data);
+    for (int t = lane; t < C; t += 32) {
+      const int j = len - 1 - t;
+      G[t] = t < len ? qdq[p.ws.qdq.offset(b, t0 + j, h)] - (dG[j] + dG[C + j]) : 0.f;
+    }
+    __syncwarp();
+    gating::warp_cumsum64(G, len, lane);  // G[t] = sum_{l >= len-1-t} dG_l
+    __syncwarp();
+    for (int j = lane; j < len; j += 32)
+      static_cast<float*>(p.ws.dg_s.data)[p.ws.dg_s.offset(b, t0 + j, h)] = end + G[len - 1 - j];
   }
 }
 
