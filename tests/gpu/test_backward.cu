@@ -19,7 +19,8 @@
 #include "common/compare.h"
 #include "common/device.h"
 #include "common/random_inputs.h"
-#include "gka/gka.cuh"
+#include "gka/api/backward.cuh"
+#include "gka/gka.h"
 #include "gka/reference/reference.h"
 
 namespace {

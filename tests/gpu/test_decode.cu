@@ -17,7 +17,9 @@
 
 #include "common/compare.h"
 #include "common/random_inputs.h"
-#include "gka/gka.cuh"
+#include "gka/api/decode.cuh"
+#include "gka/api/forward.cuh"
+#include "gka/gka.h"
 #include "gka/numeric/host_convert.h"
 #include "gka/reference/reference.h"
 
