@@ -58,6 +58,10 @@ if [ -x "$BIN/gka_demo" ]; then
   echo "== demo"
   "$BIN/gka_demo" 2>&1 | tee "$OUT/demo.log"
 fi
+if [ -x "$BIN/gka_train_step" ]; then
+  echo "== training-step example"
+  "$BIN/gka_train_step" 2>&1 | tee "$OUT/train_step.log"
+fi
 if [ "${GKA_SDPA:-0}" = 1 ]; then
   echo "== PyTorch SDPA anchors"
   python3 "$ROOT/bench/sdpa_baseline.py" --json "$OUT/sdpa.json" 2>&1 | tee "$OUT/sdpa.log"
@@ -106,6 +110,7 @@ fi
     echo "decode bench exit code: $DEC_RC"
   fi
   if [ -f "$OUT/demo.log" ]; then echo "-- demo"; grep -E "backend|error|demo:" "$OUT/demo.log"; fi
+  if [ -f "$OUT/train_step.log" ]; then echo "-- training-step example"; cat "$OUT/train_step.log"; fi
   if [ -f "$OUT/sdpa.log" ]; then echo "-- PyTorch SDPA, causal, same tokens/heads/dim"; cat "$OUT/sdpa.log"; fi
 } | tee "$OUT/summary.txt"
 [ "$TEST_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ] && [ "$DEC_RC" -eq 0 ]
