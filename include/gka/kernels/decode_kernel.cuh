@@ -20,7 +20,10 @@
 //    shuffle, 1 STS = 14 wavefronts per warp = 112 cycles, below the 128 cycles the 16K FFMAs of
 //    one matvec need on one SM's 128 FP32 lanes. The FFMAs run as 2 x kC independent chains of 8
 //    (rows 0-7 and 8-15 in separate accumulators). 256 threads x <= 128 registers also leave room
-//    for two CTAs per SM without spills (one CTA's loads overlap the other's solve at N >= 16).
+//    for two CTAs per SM (one CTA's loads overlap the other's solve at N >= 16).
+//    Measured (H200, docs/gpu-decode.md): N = 1 20.6 us (was 21.3), N = 64 128 us (was 153),
+//    N = 256 400 (was 504); the iteration is still ~550-600 cycles, so the MIO estimate above is
+//    not what bounds it - the next step is a profile of the loop, not another rewrite.
 //  * The Chebyshev coefficients omega_i (spec 2.3: one table for every token) are computed once
 //    per CTA into shared memory (the first 64; beyond that the recurrence continues in the loop),
 //    so no division sits in the loop; the update is 3 dependent operations after the gather:
