@@ -24,6 +24,8 @@
 // 4-byte loads (128 per thread, ~30 L2/DRAM round trips). Now: 8 warps with half-width
 // accumulators, 16-byte loads of that reduction issued together, no lo products of bf16 operands,
 // causal skipping.
+// Measured (H200, a82d4bb): 3.59 ms at the benchmark shape (was 7.67 ms); 191 registers (D = 128),
+// no spills. Like the cov kernel it is bound by un-overlapped staging at one CTA per SM.
 // Shared memory: BwdGlaSmem<D>::kBytes = 81 KiB (D = 64), 193 KiB (D = 128; above sm_80's 163 KiB
 // per block: the layout keeps room for the lo tiles of fp32 / fp16 k, v, do).
 #pragma once
