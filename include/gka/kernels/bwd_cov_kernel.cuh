@@ -2,11 +2,30 @@
 // (spec 4.6 Pass D, the Pass-E consumption of B~, Pass F), mirroring covariance_adjoint_chunked in
 // include/gka/reference/head_backward_chunked.h for one chunk of one query head.
 //
-// Grid: (chunk_bound, H_q). Block: 128 threads = 4 warps, warp w owns chunk rows 16w..16w+15.
-// All products are split-bf16 mma.sync (tiling/warp_gemm.cuh): K, X, Z and the states are staged
-// as bf16 hi + lo (x, z and the fp32 states meet the keys in terms that cancel; a bf16 K has a zero
-// lo part). Pre-negated as the reference; the sign flips on store.
-//
+// Grid: (chunk_bound, H_q). Block: 256 threads = 8 warps: warp w owns chunk rows 16 (w % 4) .. +15
+// and output columns (w / 4) D/2 .. +D/2 - 1 of every D-wide product (dk, Hbar x, Hbar k, G k); the
+// 16 x C score tiles (K K^T, K X^T, K Z^T) are formed by both warps of a row slab (cheap: C = 64)
+// and each multiplies its half of the columns. Row dots over D are summed from the two halves in a
+// fixed order (deterministic). Products are split-bf16 mma.sync (tiling/warp_gemm.cuh) with the
+// hi/lo choice per operand at compile time: x, z and the fp32 states (and G) are hi + lo (they meet
+// the keys in terms that cancel); a bf16 K and a bf16 Hbar are exact, so their lo tiles are neither
+// staged nor multiplied (bitwise the same results as multiplying the zero lo parts). Pre-negated as
+// the reference; the sign flips on store.
+// Performance (H200, B = 8, T = 8192, H = 16, D = 128, bf16 K, fp32 states, bp_lambda: 16,384
+// programs; "[perf]" in tests/gpu/test_bwd_perf_intra.cu): the 4-warp version ran ~10 ms, latency
+// bound (one CTA per SM, 162.5 KiB smem, 249 registers; one warp per m16 slab cannot hide
+// mma.sync + ldmatrix latency and the staging loops left one L2 round trip per few loads). Levers
+// taken: (1) 8 warps with half-width accumulators (2x the warps, 2x the loads in flight while
+// staging, same smem, so still one CTA per SM: 2 per SM would need <= 113 KiB, i.e. giving up the
+// hi + lo x / z / state tiles); (2) no lo products for bf16 K / Hbar (-1/3 of the K products);
+// (3) U is upper triangular: slab w skips score column pairs / k-steps < w in K X^T, K Z^T, P Z,
+// Q' X (-37.5% of those); (4) the <R, Hbar>, <B, Hbar> reduction and G's staging unrolled so a
+// thread's loads are in flight together.
+// Measured (H200, a82d4bb): 7.98 ms at the benchmark shape (B = 2, T = 4096: 1.30 -> 0.99 ms);
+// 198 registers (D = 128, fp32 states), 162.75 KiB smem, no spills. Still one CTA per SM with the
+// staging round trips (~10 per chunk, nothing to overlap them with) dominating: the target
+// (<= 2.5 ms) needs staging overlapped with another chunk's products (2 CTAs per SM, i.e. <= 113
+// KiB smem, or a persistent CTA with cp.async / TMA prefetch of the next chunk).
 // Per row i (tau_i = e^{F_C' - F_i}, so kappa_i = tau_i k_i; G = R + R^T + B, B only with bp_lambda):
 //   dk_pre_i = b_i Hbar k_i + sum_l ((K K^T) o W)_il k_l          [lambda part: bp_lambda only]
 //            + tau_i G k_i                                       [(R + R^T) kappa_i + B kappa_i]
@@ -24,6 +43,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <cuda_bf16.h>
 
 #include "gka/config.h"
@@ -38,7 +58,7 @@
 GKA_NAMESPACE_BEGIN
 namespace kernels {
 
-constexpr int kBwdCovThreads = 128;  // 4 warps, one m16 row slice each
+constexpr int kBwdCovThreads = 256;  // 8 warps: 4 m16 row slabs x 2 column halves
 constexpr int kBwdCovChunk = 64;
 
 template <int D>
@@ -53,12 +73,12 @@ struct BwdCovSmem {
   static constexpr int kScal = kState + 2 * kTileDD;
   // per-row scalar arrays of C floats needed while the slot is live (F, w, u nu, s, z.Hbar x, and
   // the block-reduction slots); the later ones (e, d, Y sums, dF) live in the dead slot
-  static constexpr int kNumScal = 6;
+  static constexpr int kNumScal = 7;
   // + 1024: the base is aligned to 1024 B (SW128 tiles, conflict-free ldmatrix)
   static constexpr int kBytes = kScal + kNumScal * kC * 4 + 1024;
   static_assert(kX % 1024 == 0 && kState % 1024 == 0, "SW128 tiles stay 1024-byte aligned");
   static_assert(kBytes <= 163 * 1024, "one block per SM must fit the sm_80 opt-in limit (163 KiB)");
-  static_assert(10 * kC * 4 <= 2 * kTileDD, "the late scalars fit in the state slot");
+  static_assert(11 * kC * 4 <= 2 * kTileDD, "the late scalars fit in the state slot");
 };
 
 namespace bwd_cov_detail {
@@ -76,7 +96,7 @@ template <int D, int kThreads>
 GKA_DEVICE inline void stage_sym_state(const float* __restrict__ R, const float* __restrict__ B, uint8_t* hi,
                                        uint8_t* lo, int tid) {
   constexpr int kBlk = D / 4;
-#pragma unroll 1
+#pragma unroll 2
   for (int q = tid; q < kBlk * kBlk; q += kThreads) {
     const int a = 4 * (q / kBlk), bc = 4 * (q % kBlk);
     float4 rr[4], rt[4], bb[4];
@@ -126,18 +146,43 @@ GKA_DEVICE inline void row_dot(const float (&acc)[D / 8][4], const uint8_t* hi, 
   }
 }
 
+// The same over one half of the columns (NH n8 tiles from column n0); the tile's lo part only with kLo.
+template <int D, int Rows, int NH, bool kLo>
+GKA_DEVICE inline void row_dot_half(const float (&acc)[NH][4], const uint8_t* hi, const uint8_t* lo, int m0, int n0,
+                                    int lane, float& s0, float& s1) {
+  const int r = lane >> 2, c = lane & 3;
+  s0 = 0.f;
+  s1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < NH; ++j) {
+    const int col = n0 + 8 * j + 2 * c;
+    const uint32_t oa = tiling::SwizzledTile<D, Rows>::offset(m0 + r, col);
+    const uint32_t ob = tiling::SwizzledTile<D, Rows>::offset(m0 + r + 8, col);
+    const uint32_t ha = *reinterpret_cast<const uint32_t*>(hi + oa), hb = *reinterpret_cast<const uint32_t*>(hi + ob);
+    const uint32_t la = kLo ? *reinterpret_cast<const uint32_t*>(lo + oa) : 0u;
+    const uint32_t lb = kLo ? *reinterpret_cast<const uint32_t*>(lo + ob) : 0u;
+    s0 += acc[j][0] * (tiling::bf16_lo(ha) + tiling::bf16_lo(la)) + acc[j][1] * (tiling::bf16_hi(ha) + tiling::bf16_hi(la));
+    s1 += acc[j][2] * (tiling::bf16_lo(hb) + tiling::bf16_lo(lb)) + acc[j][3] * (tiling::bf16_hi(hb) + tiling::bf16_hi(lb));
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o <<= 1) {
+    s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+    s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+  }
+}
+
 }  // namespace bwd_cov_detail
 
-template <int D, class TState>
-__global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardParams p) {
+template <int D, class TState, bool kKLo>
+GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   using Smem = BwdCovSmem<D>;
   using namespace tiling;
   using namespace bwd_cov_detail;
-  constexpr int C = kBwdCovChunk, NT = D / 8;
-  static_assert(D % 64 == 0 && D <= 128, "D = 64 or 128");
-  extern __shared__ __align__(128) uint8_t smem_raw[];
-  uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
+  constexpr int C = kBwdCovChunk, NH = D / 16;  // n8 tiles of a warp's half of the D columns
+  constexpr int kT = kBwdCovThreads, kW = kT / 32;
+  constexpr bool kHLo = !std::is_same<TState, __nv_bfloat16>::value;  // a bf16 Hbar is exact
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
+  const int slab = warp & 3, hf = warp >> 2;  // rows 16 slab .., columns hf D/2 ..
   const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
@@ -162,15 +207,15 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
   float* w_s = sc + 1 * C;       // w (0 past len or without bp_lambda)
   float* unu_s = sc + 2 * C;     // u nu
   float* s_s = sc + 3 * C;       // s_m = sum_{j>=m} e^{2(F_j - F_m)} w_j
-  float* gx_s = sc + 4 * C;      // z_i . Hbar x_i
-  float* red = sc + 5 * C;       // block reduction slots
+  float* gx_s = sc + 4 * C;      // [2 halves][C]: z_i . Hbar x_i
+  float* red = sc + 6 * C;       // block reduction slots [2][kW]
   float* late = reinterpret_cast<float*>(s_hi);  // the state slot, once G k is formed
-  float* e_s = late;             // e_i
-  float* d_s = late + 1 * C;     // d_i
-  float* rowy_s = late + 2 * C;  // sum_l Y_il
-  float* coly_s = late + 3 * C;  // [4 warps][C]: sum over the warp's rows of Y_li
-  float* df_s = late + 7 * C;    // dF_pre
-  float* rev_s = late + 8 * C;   // its reversed cumsum
+  float* e_s = late;             // [2 halves][C] e_i
+  float* d_s = late + 2 * C;     // [2 halves][C] d_i
+  float* rowy_s = late + 4 * C;  // sum_l Y_il
+  float* coly_s = late + 5 * C;  // [4 slabs][C]: sum over the slab's rows of Y_li
+  float* df_s = late + 9 * C;    // dF_pre
+  float* rev_s = late + 10 * C;  // its reversed cumsum
 
   // ---- gates and per-token scalars ----------------------------------------------------------------
   if (warp == 0) {
@@ -186,24 +231,16 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
   }
 
   // ---- operand tiles: K (kv head), X, Z (query head), Hbar into the state slot ---------------------
-  stage_token_tile<C, D, kBwdCovThreads, true>(p.k, b, t0, hk, len, nullptr, k_hi, k_lo, tid);
-  stage_token_tile<C, D, kBwdCovThreads, true>(p.x, b, t0, h, len, nullptr, x_hi, x_lo, tid);
-  stage_token_tile<C, D, kBwdCovThreads, true>(p.ws.z, b, t0, h, len, nullptr, z_hi, z_lo, tid);
-  stage_state_tile<D, D, kBwdCovThreads, true>(hbar, s_hi, s_lo, tid);
-  __syncthreads();  // F, w visible
-
-  // s by a stable reverse recurrence (one thread, 64 steps: cheap next to the products)
-  if (lam && tid == 0) {
-    float s = 0.f;
-    for (int m = C - 1; m >= 0; --m) {
-      s = m < len ? w_s[m] + (m + 1 < len ? gating::decay(2.f * F[m + 1], 2.f * F[m]) * s : 0.f) : 0.f;
-      s_s[m] = s;
-    }
-  }
-  // <R, Hbar> and <B, Hbar> by a plain block reduction (fixed order), from global / L2
+  // lo tiles only where the operand is not bf16-exact (K from a bf16 input, a bf16 Hbar: no lo)
+  stage_token_tile<C, D, kT, kKLo>(p.k, b, t0, hk, len, nullptr, k_hi, k_lo, tid);
+  stage_token_tile<C, D, kT, true>(p.x, b, t0, h, len, nullptr, x_hi, x_lo, tid);
+  stage_token_tile<C, D, kT, true>(p.ws.z, b, t0, h, len, nullptr, z_hi, z_lo, tid);
+  stage_state_tile<D, D, kT, kHLo>(hbar, s_hi, s_lo, tid);
+  // <R, Hbar> and <B, Hbar> by a plain block reduction (fixed order), from global / L2; unrolled
+  // so that a thread has its loads in flight together
   float rh = 0.f, bh = 0.f;
-#pragma unroll 4
-  for (int i = tid; i < D * D / 4; i += kBwdCovThreads) {
+#pragma unroll 8
+  for (int i = tid; i < D * D / 4; i += kT) {
     const float4 hv = load4(hbar, i), rv = load4(rbar, i);
     rh += hv.x * rv.x + hv.y * rv.y + hv.z * rv.z + hv.w * rv.w;
     if (lam) {
@@ -218,33 +255,43 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
   }
   if (lane == 0) {
     red[warp] = rh;
-    red[4 + warp] = bh;
+    red[kW + warp] = bh;
   }
-  __syncthreads();  // s, tiles visible
+  __syncthreads();  // F, w visible
 
-  const int m0 = 16 * warp, ra = m0 + r, rb = ra + 8;
+  // s by a stable reverse recurrence (one thread, 64 steps: cheap next to the products)
+  if (lam && tid == 0) {
+    float s = 0.f;
+    for (int m = C - 1; m >= 0; --m) {
+      s = m < len ? w_s[m] + (m + 1 < len ? gating::decay(2.f * F[m + 1], 2.f * F[m]) * s : 0.f) : 0.f;
+      s_s[m] = s;
+    }
+  }
+
+  const int m0 = 16 * slab, ra = m0 + r, rb = ra + 8, n0 = hf * (D / 2);
   const SplitTile tK{smem_addr(k_hi), smem_addr(k_lo)}, tX{smem_addr(x_hi), smem_addr(x_lo)};
   const SplitTile tZ{smem_addr(z_hi), smem_addr(z_lo)}, tS{smem_addr(s_hi), smem_addr(s_lo)};
-  float dk[NT][4], tmp[NT][4];
+  float dk[NH][4], tmp[NH][4];
 
   // ---- Hbar: z_i . Hbar x_i, and the lambda part's b_i Hbar k_i -----------------------------------
   {
     zero_acc(tmp);
-    gemm_nk<D, C, D, D, NT, true>(tmp, tX, tS, m0, 0, lane);  // (Hbar x_i)_n
+    gemm_nk2<D, C, D, D, NH, true, kHLo>(tmp, tX, tS, m0, n0, lane);  // (Hbar x_i)_n, n in this half
     float g0, g1;
-    row_dot<D, C>(tmp, z_hi, z_lo, m0, lane, g0, g1);
+    row_dot_half<D, C, NH, true>(tmp, z_hi, z_lo, m0, n0, lane, g0, g1);
     if (c == 0) {
-      gx_s[ra] = g0;
-      gx_s[rb] = g1;
+      gx_s[hf * C + ra] = g0;
+      gx_s[hf * C + rb] = g1;
     }
   }
   zero_acc(dk);
+  __syncthreads();  // s visible
   if (lam) {
     zero_acc(tmp);
-    gemm_nk<D, C, D, D, NT, true>(tmp, tK, tS, m0, 0, lane);  // (Hbar k_i)_n
+    gemm_nk2<D, C, D, D, NH, kKLo, kHLo>(tmp, tK, tS, m0, n0, lane);  // (Hbar k_i)_n
     const float ba = ra < len ? __expf(F[ra]) * s_s[ra] : 0.f, bb = rb < len ? __expf(F[rb]) * s_s[rb] : 0.f;
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
+    for (int j = 0; j < NH; ++j) {
       dk[j][0] = ba * tmp[j][0];
       dk[j][1] = ba * tmp[j][1];
       dk[j][2] = bb * tmp[j][2];
@@ -252,24 +299,24 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
     }
   }
   __syncthreads();  // the slot is free: G = R + R^T (+ B) takes it
-  stage_sym_state<D, kBwdCovThreads>(rbar, btil, s_hi, s_lo, tid);
+  stage_sym_state<D, kT>(rbar, btil, s_hi, s_lo, tid);
   __syncthreads();
 
   // ---- tau_i G k_i; e_i = 1/2 tau_i k_i . G k_i ------------------------------------------------------
   const float Fend = F[len - 1];
   {
     zero_acc(tmp);
-    gemm_nk<D, C, D, D, NT, true>(tmp, tK, tS, m0, 0, lane);
+    gemm_nk2<D, C, D, D, NH, kKLo, true>(tmp, tK, tS, m0, n0, lane);
     __syncthreads();  // G is dead in every warp: the late scalars take the slot
     const float ta = ra < len ? gating::decay(Fend, F[ra]) : 0.f, tb = rb < len ? gating::decay(Fend, F[rb]) : 0.f;
     float e0, e1;
-    row_dot<D, C>(tmp, k_hi, k_lo, m0, lane, e0, e1);
+    row_dot_half<D, C, NH, kKLo>(tmp, k_hi, k_lo, m0, n0, lane, e0, e1);
     if (c == 0) {
-      e_s[ra] = 0.5f * ta * e0;
-      e_s[rb] = 0.5f * tb * e1;
+      e_s[hf * C + ra] = 0.5f * ta * e0;
+      e_s[hf * C + rb] = 0.5f * tb * e1;
     }
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
+    for (int j = 0; j < NH; ++j) {
       dk[j][0] += ta * tmp[j][0];
       dk[j][1] += ta * tmp[j][1];
       dk[j][2] += tb * tmp[j][2];
@@ -277,11 +324,11 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
     }
   }
 
-  // ---- lambda part, intra: ((K K^T) o W) K ------------------------------------------------------------
+  // ---- lambda part, intra: ((K K^T) o W) K (the score tile is formed by both column halves) --------
   if (lam) {
     float S[C / 8][4];
     zero_acc(S);
-    gemm_nk<D, C, D, C, C / 8, true>(S, tK, tK, m0, 0, lane);
+    gemm_nk2<D, C, D, C, C / 8, kKLo, kKLo>(S, tK, tK, m0, 0, lane);
 #pragma unroll
     for (int j = 0; j < C / 8; ++j)
 #pragma unroll
@@ -292,24 +339,26 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
       }
     uint32_t ah[C / 16][4], al[C / 16][4];
     acc_to_a_split_all<C>(S, ah, al);
-    gemm_rkn<C, D, C, NT, true>(dk, ah, al, tK, 0, lane);
+    gemm_rkn2<C, D, C, NH, true, kKLo>(dk, ah, al, tK, n0, lane);
   }
   {
     float d0, d1;
-    row_dot<D, C>(dk, k_hi, k_lo, m0, lane, d0, d1);
+    row_dot_half<D, C, NH, kKLo>(dk, k_hi, k_lo, m0, n0, lane, d0, d1);
     if (c == 0) {
-      d_s[ra] = 0.5f * d0;
-      d_s[rb] = 0.5f * d1;
+      d_s[hf * C + ra] = 0.5f * d0;
+      d_s[hf * C + rb] = 0.5f * d1;
     }
   }
 
   // ---- rank-1 intra part: P = (K X^T) o U, Q' = K Z^T, Y = P o Q' -> P Z + (Q' o U) X ------------------
+  // U is upper triangular: the slab's rows need token columns >= 16 slab only (n16 pairs / k16
+  // steps below slab are skipped; their entries are masked to zero anyway).
   {
     float P[C / 8][4], Q[C / 8][4];
     zero_acc(P);
     zero_acc(Q);
-    gemm_nk<D, C, D, C, C / 8, true>(P, tK, tX, m0, 0, lane);
-    gemm_nk<D, C, D, C, C / 8, true>(Q, tK, tZ, m0, 0, lane);
+    gemm_nk2<D, C, D, C, C / 8, kKLo, true>(P, tK, tX, m0, 0, lane, slab);
+    gemm_nk2<D, C, D, C, C / 8, kKLo, true>(Q, tK, tZ, m0, 0, lane, slab);
     float ya = 0.f, yb = 0.f;
     float col[C / 8][2];
 #pragma unroll
@@ -328,32 +377,34 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
       col[j][0] = y[0] + y[2];
       col[j][1] = y[1] + y[3];
     }
+    if (hf == 0) {  // both halves hold the same Y: one writes its sums
 #pragma unroll
-    for (int o = 1; o < 4; o <<= 1) {
-      ya += __shfl_xor_sync(0xffffffffu, ya, o);
-      yb += __shfl_xor_sync(0xffffffffu, yb, o);
-    }
-#pragma unroll
-    for (int j = 0; j < C / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) col[j][e] += __shfl_xor_sync(0xffffffffu, col[j][e], o);
-    if (c == 0) {
-      rowy_s[ra] = ya;
-      rowy_s[rb] = yb;
-    }
-    if (r == 0)
-#pragma unroll
-      for (int j = 0; j < C / 8; ++j) {
-        coly_s[warp * C + 8 * j + 2 * c] = col[j][0];
-        coly_s[warp * C + 8 * j + 2 * c + 1] = col[j][1];
+      for (int o = 1; o < 4; o <<= 1) {
+        ya += __shfl_xor_sync(0xffffffffu, ya, o);
+        yb += __shfl_xor_sync(0xffffffffu, yb, o);
       }
+#pragma unroll
+      for (int j = 0; j < C / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+#pragma unroll
+          for (int o = 4; o < 32; o <<= 1) col[j][e] += __shfl_xor_sync(0xffffffffu, col[j][e], o);
+      if (c == 0) {
+        rowy_s[ra] = ya;
+        rowy_s[rb] = yb;
+      }
+      if (r == 0)
+#pragma unroll
+        for (int j = 0; j < C / 8; ++j) {
+          coly_s[slab * C + 8 * j + 2 * c] = col[j][0];
+          coly_s[slab * C + 8 * j + 2 * c + 1] = col[j][1];
+        }
+    }
     uint32_t ah[C / 16][4], al[C / 16][4];
     acc_to_a_split_all<C>(P, ah, al);
-    gemm_rkn<C, D, C, NT, true>(dk, ah, al, tZ, 0, lane);
+    gemm_rkn2<C, D, C, NH, true, true>(dk, ah, al, tZ, n0, lane, slab);
     acc_to_a_split_all<C>(Q, ah, al);
-    gemm_rkn<C, D, C, NT, true>(dk, ah, al, tX, 0, lane);
+    gemm_rkn2<C, D, C, NH, true, true>(dk, ah, al, tX, n0, lane, slab);
   }
 
   // ---- dk^H = -dk_pre, added to the GLA part (same thread reads and writes each element) -------------
@@ -363,9 +414,9 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
     for (int half = 0; half < 2; ++half) {
       const int row = half ? rb : ra;
       if (row >= len) continue;
-      float* dst = dkw + p.ws.dk.offset(b, t0 + row, h) + 2 * c;
+      float* dst = dkw + p.ws.dk.offset(b, t0 + row, h) + n0 + 2 * c;
 #pragma unroll
-      for (int j = 0; j < NT; ++j) {
+      for (int j = 0; j < NH; ++j) {
         float2 v = *reinterpret_cast<float2*>(dst + 8 * j);
         v.x -= dk[j][2 * half];
         v.y -= dk[j][2 * half + 1];
@@ -380,13 +431,17 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
     const int i = tid;
     float dF = 0.f;
     if (i < len) {
-      dF = (coly_s[i] + coly_s[C + i] + coly_s[2 * C + i] + coly_s[3 * C + i]) - rowy_s[i] + __expf(F[i]) * gx_s[i] -
-           d_s[i] + unu_s[i];
+      dF = (coly_s[i] + coly_s[C + i] + coly_s[2 * C + i] + coly_s[3 * C + i]) - rowy_s[i] +
+           __expf(F[i]) * (gx_s[i] + gx_s[C + i]) - (d_s[i] + d_s[C + i]) + unu_s[i];
       if (i == len - 1) {
         float es = 0.f;
-        for (int l = 0; l < len; ++l) es += e_s[l];
-        const float rhs = red[0] + red[1] + red[2] + red[3];
-        const float bhs = red[4] + red[5] + red[6] + red[7];
+        for (int l = 0; l < len; ++l) es += e_s[l] + e_s[C + l];
+        float rhs = 0.f, bhs = 0.f;
+#pragma unroll
+        for (int q = 0; q < kW; ++q) {
+          rhs += red[q];
+          bhs += red[kW + q];
+        }
         dF += es + __expf(Fend) * (rhs + 0.5f * bhs);
       }
     }
@@ -410,6 +465,15 @@ __global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardPara
       }
     }
   }
+}
+
+template <int D, class TState>
+__global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardParams p) {
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024u - (tiling::smem_addr(smem_raw) & 1023u)) & 1023u);
+  // a bf16 K is exact in bf16: no lo tile, no lo products (bitwise the same results)
+  if (p.k.dtype == DType::kBF16) bwd_cov_body<D, TState, false>(p, smem);
+  else bwd_cov_body<D, TState, true>(p, smem);
 }
 
 }  // namespace kernels

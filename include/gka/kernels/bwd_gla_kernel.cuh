@@ -11,15 +11,27 @@
 // G the chunk-local cumsum of g, C' the last valid token. Writes ws.dk (dk^S, per query head),
 // ws.dv (per query head) and ws.dg_s.
 //
-// Grid: (chunk_bound, H_q). Block: 128 threads, warp w owns chunk rows 16w..16w+15. Every operand
-// is staged as bf16 hi + lo (SW128 tiles) and every product is split (hi*hi + lo*hi + hi*lo): q~,
-// do and S^ carry the cancellation of the adjoint, and bf16 inputs simply have a zero lo part.
-// The masked C x C score tiles are split again before they multiply q~ / do.
+// Grid: (chunk_bound, H_q). Block: 256 threads = 8 warps: warp w owns chunk rows 16 (w % 4) .. +15
+// and columns (w / 4) D/2 .. of dk^S / dv; both warps of a slab form the (cheap) 16 x C score tiles.
+// q~ and S^ (fp32, they carry the cancellation of the adjoint) are staged and multiplied as bf16
+// hi + lo; k, v, do are hi + lo too unless all three are bf16 inputs, which are exact: then their lo
+// tiles are neither staged nor multiplied (bitwise the same results). The masked C x C score tiles
+// are split again before they multiply q~ / do. The mask keeps i >= j, so slab w skips score column
+// pairs and k-steps < w (37.5% of the intra products).
+// Performance (H200, B = 8, T = 8192, H = 16, D = 128, bf16 k/v/do, fp32 states: 16,384 programs;
+// "[perf]" in tests/gpu/test_bwd_perf_intra.cu): the 4-warp version ran 7.67 ms, latency bound
+// (one CTA per SM, 216 registers), and its <S^, S-bar> reduction was a scalar loop of dependent
+// 4-byte loads (128 per thread, ~30 L2/DRAM round trips). Now: 8 warps with half-width
+// accumulators, 16-byte loads of that reduction issued together, no lo products of bf16 operands,
+// causal skipping.
+// Measured (H200, a82d4bb): 3.59 ms at the benchmark shape (was 7.67 ms); 191 registers (D = 128),
+// no spills. Like the cov kernel it is bound by un-overlapped staging at one CTA per SM.
 // Shared memory: BwdGlaSmem<D>::kBytes = 81 KiB (D = 64), 193 KiB (D = 128; above sm_80's 163 KiB
-// per block: dropping the lo tiles of bf16-exact k, v, do would fit).
+// per block: the layout keeps room for the lo tiles of fp32 / fp16 k, v, do).
 #pragma once
 
 #include <cstdint>
+#include <cuda_bf16.h>
 
 #include "gka/config.h"
 #include "gka/gating/gates.cuh"
@@ -33,7 +45,7 @@
 GKA_NAMESPACE_BEGIN
 namespace kernels {
 
-constexpr int kBwdGlaThreads = 128;
+constexpr int kBwdGlaThreads = 256;  // 8 warps: 4 m16 row slabs x 2 column halves
 constexpr int kBwdGlaChunk = 64;
 
 template <int D>
@@ -47,19 +59,30 @@ struct BwdGlaSmem {
   static constexpr int kO = kQ + 2 * kTileKD;
   static constexpr int kScal = kO + 2 * kTileKD;
   // G, dG, per-row end-term parts, block reduction slots
-  static constexpr int kBytes = kScal + (3 * kBwdGlaChunk + 8) * 4;
+  static constexpr int kBytes = kScal + (5 * kBwdGlaChunk + 8) * 4;
   static_assert(kBytes <= 227 * 1024, "one CTA per SM at most");
 };
 
-template <int D, class TState>
-__global__ void __launch_bounds__(kBwdGlaThreads) bwd_gla_kernel(BackwardParams p) {
+namespace bwd_gla_detail {
+GKA_DEVICE inline float4 load4(const float* p, int i) { return __ldg(reinterpret_cast<const float4*>(p) + i); }
+GKA_DEVICE inline float4 load4(const __nv_bfloat16* p, int i) {
+  const uint2 u = __ldg(reinterpret_cast<const uint2*>(p) + i);
+  return make_float4(tiling::bf16_lo(u.x), tiling::bf16_hi(u.x), tiling::bf16_lo(u.y), tiling::bf16_hi(u.y));
+}
+}  // namespace bwd_gla_detail
+
+// kLo16: the lo parts of k, v, do (false: all three are bf16, exact; their lo tiles are neither
+// staged nor multiplied, which leaves every result bitwise unchanged).
+template <int D, class TState, bool kLo16>
+GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   using Smem = BwdGlaSmem<D>;
   using namespace tiling;
   constexpr int C = kBwdGlaChunk;
-  constexpr int NS = C / 8;  // n8 tiles of a warp's score rows
-  constexpr int ND = D / 8;  // n8 tiles of a warp's D-wide rows
-  extern __shared__ __align__(128) uint8_t smem[];
+  constexpr int NS = C / 8;   // n8 tiles of a warp's score rows
+  constexpr int NH = D / 16;  // n8 tiles of a warp's half of the D columns
+  constexpr int kT = kBwdGlaThreads, kW = kT / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
+  const int slab = warp & 3, hf = warp >> 2;  // rows 16 slab .., output columns hf D/2 ..
   const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
@@ -76,24 +99,29 @@ __global__ void __launch_bounds__(kBwdGlaThreads) bwd_gla_kernel(BackwardParams 
   uint8_t* q_hi = smem + Smem::kQ;
   uint8_t* o_hi = smem + Smem::kO;
   float* G = reinterpret_cast<float*>(smem + Smem::kScal);
-  float* dG = G + C;
-  float* e_row = dG + C;  // e^{G_C' - G_j} k_j^T S^ v_j
-  float* red = e_row + C;
+  float* dG = G + C;         // [2 halves][C]: k_j . dk^S_j
+  float* e_row = dG + 2 * C;  // [2 halves][C]: e^{G_C' - G_j} k_j^T S^ v_j
+  float* red = e_row + 2 * C;
 
   if (warp == 0) {
     for (int t = lane; t < C; t += 32) G[t] = t < len ? p.gate_s.at(b, t0 + t, h) : 0.f;
     __syncwarp();
     gating::warp_cumsum64(G, len, lane);
   }
-  stage_state_tile<D, D, kBwdGlaThreads, true>(shat, s_hi, s_hi + Smem::kTileDD, tid);
-  stage_token_tile<C, D, kBwdGlaThreads, true>(p.k, b, t0, hk, len, nullptr, k_hi, k_hi + Smem::kTileKD, tid);
-  stage_token_tile<C, D, kBwdGlaThreads, true>(p.v, b, t0, hk, len, nullptr, v_hi, v_hi + Smem::kTileKD, tid);
-  stage_token_tile<C, D, kBwdGlaThreads, true>(p.ws.qmix, b, t0, h, len, nullptr, q_hi, q_hi + Smem::kTileKD, tid);
-  stage_token_tile<C, D, kBwdGlaThreads, true>(p.d_o, b, t0, h, len, nullptr, o_hi, o_hi + Smem::kTileKD, tid);
-  // <S^, S-bar_n>: fixed-order partial sums (deterministic)
+  stage_state_tile<D, D, kT, true>(shat, s_hi, s_hi + Smem::kTileDD, tid);
+  stage_token_tile<C, D, kT, kLo16>(p.k, b, t0, hk, len, nullptr, k_hi, k_hi + Smem::kTileKD, tid);
+  stage_token_tile<C, D, kT, kLo16>(p.v, b, t0, hk, len, nullptr, v_hi, v_hi + Smem::kTileKD, tid);
+  stage_token_tile<C, D, kT, true>(p.ws.qmix, b, t0, h, len, nullptr, q_hi, q_hi + Smem::kTileKD, tid);
+  stage_token_tile<C, D, kT, kLo16>(p.d_o, b, t0, h, len, nullptr, o_hi, o_hi + Smem::kTileKD, tid);
+  // <S^, S-bar_n>: fixed-order partial sums (deterministic), 16-byte loads, all in flight together
   {
     float part = 0.f;
-    for (int i = tid; i < D * D; i += kBwdGlaThreads) part += shat[i] * to_float(sbar[i]);
+#pragma unroll
+    for (int u = 0; u < D * D / 4 / kT; ++u) {
+      const int i = tid + u * kT;
+      const float4 a = bwd_gla_detail::load4(shat, i), bb = bwd_gla_detail::load4(sbar, i);
+      part += a.x * bb.x + a.y * bb.y + a.z * bb.z + a.w * bb.w;
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
     if (lane == 0) red[warp] = part;
@@ -105,14 +133,14 @@ __global__ void __launch_bounds__(kBwdGlaThreads) bwd_gla_kernel(BackwardParams 
   const SplitTile tV{smem_addr(v_hi), smem_addr(v_hi + Smem::kTileKD)};
   const SplitTile tQ{smem_addr(q_hi), smem_addr(q_hi + Smem::kTileKD)};
   const SplitTile tO{smem_addr(o_hi), smem_addr(o_hi + Smem::kTileKD)};
-  const int m0 = 16 * warp, ja = m0 + r, jb = ja + 8;
+  const int m0 = 16 * slab, ja = m0 + r, jb = ja + 8, n0 = hf * (D / 2);
   const float gend = G[len - 1];
   // e^{G_C' - G_j}, 0 on padded rows
   const float dec_a = ja < len ? expf(gend - G[ja]) : 0.f, dec_b = jb < len ? expf(gend - G[jb]) : 0.f;
 
-  auto row_scale = [&](float (&a)[ND][4]) {
+  auto row_scale = [&](float (&a)[NH][4]) {
 #pragma unroll
-    for (int j = 0; j < ND; ++j) {
+    for (int j = 0; j < NH; ++j) {
       a[j][0] *= dec_a; a[j][1] *= dec_a; a[j][2] *= dec_b; a[j][3] *= dec_b;
     }
   };
@@ -128,18 +156,18 @@ __global__ void __launch_bounds__(kBwdGlaThreads) bwd_gla_kernel(BackwardParams 
       }
     acc_to_a_split_all<C>(sc, ah, al);
   };
-  // k_j . a_j for rows ja, jb (k as staged: hi + lo), reduced over the quad
-  auto kdot = [&](const float (&a)[ND][4], float& da, float& db) {
+  // k_j . a_j over this warp's column half for rows ja, jb (k as staged), reduced over the quad
+  auto kdot = [&](const float (&a)[NH][4], float& da, float& db) {
     da = 0.f;
     db = 0.f;
 #pragma unroll
-    for (int j = 0; j < ND; ++j) {
-      const int col = 8 * j + 2 * c;
+    for (int j = 0; j < NH; ++j) {
+      const int col = n0 + 8 * j + 2 * c;
       const uint32_t oa = SwizzledTile<D, C>::offset(ja, col), ob = SwizzledTile<D, C>::offset(jb, col);
       const uint32_t ha = *reinterpret_cast<const uint32_t*>(k_hi + oa);
-      const uint32_t la = *reinterpret_cast<const uint32_t*>(k_hi + Smem::kTileKD + oa);
+      const uint32_t la = kLo16 ? *reinterpret_cast<const uint32_t*>(k_hi + Smem::kTileKD + oa) : 0u;
       const uint32_t hb = *reinterpret_cast<const uint32_t*>(k_hi + ob);
-      const uint32_t lb = *reinterpret_cast<const uint32_t*>(k_hi + Smem::kTileKD + ob);
+      const uint32_t lb = kLo16 ? *reinterpret_cast<const uint32_t*>(k_hi + Smem::kTileKD + ob) : 0u;
       da += (bf16_lo(ha) + bf16_lo(la)) * a[j][0] + (bf16_hi(ha) + bf16_hi(la)) * a[j][1];
       db += (bf16_lo(hb) + bf16_lo(lb)) * a[j][2] + (bf16_hi(hb) + bf16_hi(lb)) * a[j][3];
     }
@@ -149,66 +177,85 @@ __global__ void __launch_bounds__(kBwdGlaThreads) bwd_gla_kernel(BackwardParams 
       db += __shfl_xor_sync(0xffffffffu, db, o);
     }
   };
-  auto store_rows = [&](const TokenTensor& out, const float (&a)[ND][4]) {
-    float* pa = static_cast<float*>(out.data) + out.offset(b, t0 + ja, h) + 2 * c;
-    float* pb = static_cast<float*>(out.data) + out.offset(b, t0 + jb, h) + 2 * c;
+  auto store_rows = [&](const TokenTensor& out, const float (&a)[NH][4]) {
+    float* pa = static_cast<float*>(out.data) + out.offset(b, t0 + ja, h) + n0 + 2 * c;
+    float* pb = static_cast<float*>(out.data) + out.offset(b, t0 + jb, h) + n0 + 2 * c;
 #pragma unroll
-    for (int j = 0; j < ND; ++j) {
+    for (int j = 0; j < NH; ++j) {
       if (ja < len) *reinterpret_cast<float2*>(pa + 8 * j) = make_float2(a[j][0], a[j][1]);
       if (jb < len) *reinterpret_cast<float2*>(pb + 8 * j) = make_float2(a[j][2], a[j][3]);
     }
   };
 
-  float acc[ND][4];
+  float acc[NH][4];
   float sc[NS][4];
   uint32_t ah[C / 16][4], al[C / 16][4];
 
   // ---- dk^S -------------------------------------------------------------------------------------
   zero_acc(acc);
-  gemm_nk<D, C, D, D, ND, true>(acc, tV, tS, m0, 0, lane);  // sum_val S^[key][val] v_j[val]
+  gemm_nk2<D, C, D, D, NH, kLo16, true>(acc, tV, tS, m0, n0, lane);  // sum_val S^[key][val] v_j[val]
   row_scale(acc);
   {
-    float ea, eb;  // the end term's per-token parts
+    float ea, eb;  // the end term's per-token parts (this half)
     kdot(acc, ea, eb);
     if (c == 0) {
-      e_row[ja] = ea;
-      e_row[jb] = eb;
+      e_row[hf * C + ja] = ea;
+      e_row[hf * C + jb] = eb;
     }
   }
+  // the mask keeps i >= j: the slab's rows need score columns / k-steps >= 16 slab only
   zero_acc(sc);
-  gemm_nk<D, C, D, C, NS, true>(sc, tV, tO, m0, 0, lane);  // v_j . do_i
+  gemm_nk2<D, C, D, C, NS, kLo16, kLo16>(sc, tV, tO, m0, 0, lane, slab);  // v_j . do_i
   mask_split(sc, ah, al);
-  gemm_rkn<C, D, C, ND, true>(acc, ah, al, tQ, 0, lane);  // + sum_i M_ji q~_i
+  gemm_rkn2<C, D, C, NH, true, true>(acc, ah, al, tQ, n0, lane, slab);  // + sum_i M_ji q~_i
   store_rows(p.ws.dk, acc);
   {
     float da, db;
     kdot(acc, da, db);
     if (c == 0) {
-      const float* qdq = static_cast<const float*>(p.ws.qdq.data);
-      dG[ja] = ja < len ? qdq[p.ws.qdq.offset(b, t0 + ja, h)] - da : 0.f;
-      dG[jb] = jb < len ? qdq[p.ws.qdq.offset(b, t0 + jb, h)] - db : 0.f;
+      dG[hf * C + ja] = da;
+      dG[hf * C + jb] = db;
     }
   }
 
   // ---- dv ---------------------------------------------------------------------------------------
   zero_acc(acc);
-  gemm_kn<D, C, D, D, ND, true>(acc, tK, tS, m0, 0, lane);  // sum_key k_j[key] S^[key][val]
+  gemm_kn2<D, C, D, D, NH, kLo16, true>(acc, tK, tS, m0, n0, lane);  // sum_key k_j[key] S^[key][val]
   row_scale(acc);
   zero_acc(sc);
-  gemm_nk<D, C, D, C, NS, true>(sc, tK, tQ, m0, 0, lane);  // k_j . q~_i
+  gemm_nk2<D, C, D, C, NS, kLo16, true>(sc, tK, tQ, m0, 0, lane, slab);  // k_j . q~_i
   mask_split(sc, ah, al);
-  gemm_rkn<C, D, C, ND, true>(acc, ah, al, tO, 0, lane);  // + sum_i M_ji do_i
+  gemm_rkn2<C, D, C, NH, true, kLo16>(acc, ah, al, tO, n0, lane, slab);  // + sum_i M_ji do_i
   store_rows(p.ws.dv, acc);
 
   // ---- dG: end term at C', chunk-local reverse cumsum (fixed order per token) -------------------
   __syncthreads();
+  if (tid < C) {
+    const int j = tid;
+    const float* qdq = static_cast<const float*>(p.ws.qdq.data);
+    const float v = j < len ? qdq[p.ws.qdq.offset(b, t0 + j, h)] - (dG[j] + dG[C + j]) : 0.f;
+    G[j] = v;  // dG_j = q~_j . dq~_j - k_j . dk^S_j; G itself is dead (gend, decays in registers)
+  }
+  __syncthreads();
   if (tid < len) {
-    float end = expf(gend) * (red[0] + red[1] + red[2] + red[3]);
-    for (int i = 0; i < len; ++i) end += e_row[i];
+    float sred = 0.f;
+#pragma unroll
+    for (int q = 0; q < kW; ++q) sred += red[q];
+    float end = expf(gend) * sred;
+    for (int i = 0; i < len; ++i) end += e_row[i] + e_row[C + i];
     float acc_g = end;
-    for (int l = len - 1; l >= tid; --l) acc_g += dG[l];
+    for (int l = len - 1; l >= tid; --l) acc_g += G[l];
     static_cast<float*>(p.ws.dg_s.data)[p.ws.dg_s.offset(b, t0 + tid, h)] = acc_g;
   }
+}
+
+template <int D, class TState>
+__global__ void __launch_bounds__(kBwdGlaThreads, 1) bwd_gla_kernel(BackwardParams p) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  if (p.k.dtype == DType::kBF16 && p.v.dtype == DType::kBF16 && p.d_o.dtype == DType::kBF16)
+    bwd_gla_body<D, TState, false>(p, smem);
+  else
+    bwd_gla_body<D, TState, true>(p, smem);
 }
 
 }  // namespace kernels

@@ -96,6 +96,79 @@ GKA_DEVICE inline void gemm_kn(float (&acc)[NT][4], SplitTile a, SplitTile b, in
   gemm_rkn<K, BCols, BRows, NT, kLo>(acc, ah, al, b, n0, lane);
 }
 
+// ---- per-operand lo flags (bf16-exact operands have a zero lo part: neither staged nor multiplied)
+// The product is hi*hi + [kALo] lo_a*hi_b + [kBLo] hi_a*lo_b, in the same order as the kLo versions
+// above, so where a dropped lo part is exactly zero the result is bitwise the same. np_begin /
+// kt_begin (runtime, warp-uniform) skip n16 column pairs / k16 steps known to be masked to zero
+// (causal score tiles): their accumulators are left untouched.
+template <int K, int ARows, int BCols, int BRows, int NT, bool kALo, bool kBLo>
+GKA_DEVICE inline void gemm_nk2(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int n0, int lane,
+                                int np_begin = 0) {
+  static_assert(NT % 2 == 0, "n8 tiles come in pairs");
+#pragma unroll
+  for (int kt = 0; kt < K / 16; ++kt) {
+    uint32_t ah[4], al[4];
+    load_a<K, ARows>(a.hi, m0, 16 * kt, lane, ah);
+    if constexpr (kALo) load_a<K, ARows>(a.lo, m0, 16 * kt, lane, al);
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      if (np < np_begin) continue;
+      uint32_t bh[4];
+      load_b_nk<BCols, BRows>(b.hi, n0 + 16 * np, 16 * kt, lane, bh);
+      mma_bf16(acc[2 * np], ah, bh[0], bh[1]);
+      mma_bf16(acc[2 * np + 1], ah, bh[2], bh[3]);
+      if constexpr (kALo) {
+        mma_bf16(acc[2 * np], al, bh[0], bh[1]);
+        mma_bf16(acc[2 * np + 1], al, bh[2], bh[3]);
+      }
+      if constexpr (kBLo) {
+        uint32_t bl[4];
+        load_b_nk<BCols, BRows>(b.lo, n0 + 16 * np, 16 * kt, lane, bl);
+        mma_bf16(acc[2 * np], ah, bl[0], bl[1]);
+        mma_bf16(acc[2 * np + 1], ah, bl[2], bl[3]);
+      }
+    }
+  }
+}
+
+template <int K, int BCols, int BRows, int NT, bool kALo, bool kBLo>
+GKA_DEVICE inline void gemm_rkn2(float (&acc)[NT][4], const uint32_t (&ah)[K / 16][4], const uint32_t (&al)[K / 16][4],
+                                 SplitTile b, int n0, int lane, int kt_begin = 0) {
+  static_assert(NT % 2 == 0, "n8 tiles come in pairs");
+#pragma unroll
+  for (int kt = 0; kt < K / 16; ++kt) {
+    if (kt < kt_begin) continue;
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t bh[4];
+      load_b_kn<BCols, BRows>(b.hi, n0 + 16 * np, 16 * kt, lane, bh);
+      mma_bf16(acc[2 * np], ah[kt], bh[0], bh[1]);
+      mma_bf16(acc[2 * np + 1], ah[kt], bh[2], bh[3]);
+      if constexpr (kALo) {
+        mma_bf16(acc[2 * np], al[kt], bh[0], bh[1]);
+        mma_bf16(acc[2 * np + 1], al[kt], bh[2], bh[3]);
+      }
+      if constexpr (kBLo) {
+        uint32_t bl[4];
+        load_b_kn<BCols, BRows>(b.lo, n0 + 16 * np, 16 * kt, lane, bl);
+        mma_bf16(acc[2 * np], ah[kt], bl[0], bl[1]);
+        mma_bf16(acc[2 * np + 1], ah[kt], bl[2], bl[3]);
+      }
+    }
+  }
+}
+
+template <int K, int ARows, int BCols, int BRows, int NT, bool kALo, bool kBLo>
+GKA_DEVICE inline void gemm_kn2(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int n0, int lane) {
+  uint32_t ah[K / 16][4], al[K / 16][4];
+#pragma unroll
+  for (int kt = 0; kt < K / 16; ++kt) {
+    load_a<K, ARows>(a.hi, m0, 16 * kt, lane, ah[kt]);
+    if constexpr (kALo) load_a<K, ARows>(a.lo, m0, 16 * kt, lane, al[kt]);
+  }
+  gemm_rkn2<K, BCols, BRows, NT, kALo, kBLo>(acc, ah, al, b, n0, lane);
+}
+
 // A score tile held in accumulators (16 x K, K/8 n8 tiles) -> A fragments of K/16 k-steps, split.
 template <int K>
 GKA_DEVICE inline void acc_to_a_split_all(const float (&s)[K / 8][4], uint32_t (&ah)[K / 16][4],
