@@ -18,7 +18,8 @@
 // BM_forward_backward: one training step of the layer: gka::forward (saving x in fp32 and nu, its
 // workspace kept) then gka::backward (reading the saved chunk states, bp_lambda on, incoming do):
 // ms of the pair, fwd_ms / bwd_ms from an event between them, TFLOP/s by spec 9's forward +
-// backward count (4.83 MFLOP per token per head at r = 30).
+// backward count (4.83 MFLOP per token per head at r = 30); b*_ms: the backward's kernels
+// (gka::detail::BackwardProbe events).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -239,6 +240,17 @@ void BM_forward_backward(benchmark::State& state) {
   BENCH_CUDA(cudaEventCreate(&e0));
   BENCH_CUDA(cudaEventCreate(&e1));
   BENCH_CUDA(cudaEventCreate(&em));
+  // per-kernel breakdown of the backward: prologue (chunk table), solve, reverse scans, GLA, cov, finish
+  constexpr int kStages = 5;
+  cudaEvent_t ev[kStages];
+  for (cudaEvent_t& e : ev) BENCH_CUDA(cudaEventCreate(&e));
+  gka::detail::BackwardProbe probe;
+  probe.after_prologue = ev[0];
+  probe.after_solve = ev[1];
+  probe.after_rscan = ev[2];
+  probe.after_gla = ev[3];
+  probe.after_cov = ev[4];
+  double stage_ms[kStages + 1] = {};
   {
     const gka::Result ci = gka::can_implement(ba, 0);
     if (!ci.ok()) { state.SkipWithError(ci.what().c_str()); return; }
@@ -246,7 +258,7 @@ void BM_forward_backward(benchmark::State& state) {
   auto step = [&]() {
     gka::Result r = gka::forward(fa, fws, fws_bytes, stream);
     if (r.ok()) BENCH_CUDA(cudaEventRecord(em, stream));
-    if (r.ok()) r = gka::backward(ba, bws, bws_bytes, stream);
+    if (r.ok()) r = gka::detail::backward_impl(ba, bws, bws_bytes, stream, &probe);
     return r;
   };
   for (int w = 0; w < 2; ++w) {
@@ -267,6 +279,13 @@ void BM_forward_backward(benchmark::State& state) {
     BENCH_CUDA(cudaEventElapsedTime(&ms_f, e0, em));
     fwd_ms += ms_f;
     bwd_ms += ms - ms_f;
+    cudaEvent_t prev = em;
+    for (int k = 0; k <= kStages; ++k) {
+      float t = 0;
+      BENCH_CUDA(cudaEventElapsedTime(&t, prev, k < kStages ? ev[k] : e1));
+      stage_ms[k] += t;
+      prev = k < kStages ? ev[k] : e1;
+    }
     ++it;
     state.SetIterationTime(ms * 1e-3);
   }
@@ -278,6 +297,10 @@ void BM_forward_backward(benchmark::State& state) {
   const double n_it = it > 0 ? static_cast<double>(it) : 1.0;
   state.counters["fwd_ms"] = fwd_ms / n_it;
   state.counters["bwd_ms"] = bwd_ms / n_it;
+  const char* const stage_names[kStages + 1] = {"b0_prologue_ms", "b1_solve_ms", "b2_rscan_ms", "b3_gla_ms", "b4_cov_ms",
+                                                "b5_finish_ms"};
+  for (int k = 0; k <= kStages; ++k) state.counters[stage_names[k]] = stage_ms[k] / n_it;
+  for (cudaEvent_t e : ev) BENCH_CUDA(cudaEventDestroy(e));
   BENCH_CUDA(cudaStreamDestroy(stream));
   for (cudaEvent_t e : {e0, e1, em}) BENCH_CUDA(cudaEventDestroy(e));
   for (void* p : {q, k, v, alpha, g, o, x, nu, d_o, dq, dk, dv, dalpha, dg, fws, bws}) BENCH_CUDA(cudaFree(p));

@@ -58,6 +58,10 @@ if [ -x "$BIN/gka_demo" ]; then
   echo "== demo"
   "$BIN/gka_demo" 2>&1 | tee "$OUT/demo.log"
 fi
+if [ -x "$BIN/gka_train_step" ]; then
+  echo "== training-step example"
+  "$BIN/gka_train_step" 2>&1 | tee "$OUT/train_step.log"
+fi
 if [ "${GKA_SDPA:-0}" = 1 ]; then
   echo "== PyTorch SDPA anchors"
   python3 "$ROOT/bench/sdpa_baseline.py" --json "$OUT/sdpa.json" 2>&1 | tee "$OUT/sdpa.log"
@@ -84,6 +88,14 @@ fi
       if (match(line, /fwd_ms=[0-9.]+[munk]?/)) { sc=substr(line, RSTART+7, RLENGTH-7); lab1="fwd"; } else lab1="scan";
       if (match(line, /bwd_ms=[0-9.]+[munk]?/)) { so=substr(line, RSTART+7, RLENGTH-7); lab2="bwd"; } else lab2="solve";
       printf "%-34s %8s ms  tokens/s %-10s TFLOP/s %-8s frac-of-790 %-9s %s %s ms  %s %s ms\n", name, ms, tok, tf, fr, lab1, sc, lab2, so }'
+  if grep -q "^BM_forward_backward.*_median" "$OUT/bench.log"; then
+    echo "-- backward kernels (ms, medians): prologue, adjoint solve, reverse scans, GLA, covariance, finish"
+    grep -E "^BM_forward_backward.*_median" "$OUT/bench.log" | awk '{
+        line=$0; out=$1;
+        n=split("b0_prologue_ms b1_solve_ms b2_rscan_ms b3_gla_ms b4_cov_ms b5_finish_ms", k, " ");
+        for (i = 1; i <= n; ++i) if (match(line, k[i] "=[0-9.]+[munk]?")) out=out "  " substr(line, RSTART, RLENGTH);
+        print out }'
+  fi
   echo "bench exit code: $BENCH_RC"
   if [ -f "$OUT/bench_decode.log" ]; then
     echo "-- decode step, 16 heads, D 128, bf16, r 30, CUDA graph, medians (us: cold L2; GBps: spec-5 state bytes / us)"
@@ -98,6 +110,7 @@ fi
     echo "decode bench exit code: $DEC_RC"
   fi
   if [ -f "$OUT/demo.log" ]; then echo "-- demo"; grep -E "backend|error|demo:" "$OUT/demo.log"; fi
+  if [ -f "$OUT/train_step.log" ]; then echo "-- training-step example"; cat "$OUT/train_step.log"; fi
   if [ -f "$OUT/sdpa.log" ]; then echo "-- PyTorch SDPA, causal, same tokens/heads/dim"; cat "$OUT/sdpa.log"; fi
 } | tee "$OUT/summary.txt"
 [ "$TEST_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ] && [ "$DEC_RC" -eq 0 ]

@@ -19,7 +19,8 @@
 #include "common/compare.h"
 #include "common/device.h"
 #include "common/random_inputs.h"
-#include "gka/gka.cuh"
+#include "gka/api/backward.cuh"
+#include "gka/gka.h"
 #include "gka/reference/reference.h"
 
 namespace {
@@ -40,7 +41,8 @@ struct BwdCase {
   bool cu_int32 = true;
   gka::DType state_dtype = gka::DType::kFP32;  // the forward's chunk states (kSavedStates)
   std::function<void(gka_test::HostProblem&)> mutate;
-  double tol = 5e-2;  // set per dtype by mk()
+  double tol = 5e-2;     // every gradient but dk; set per dtype by mk()
+  double tol_dk = 5e-2;  // dk; set per dtype by mk()
 };
 
 // Gradients in the order of the ERR line.
@@ -294,8 +296,9 @@ std::vector<double> run_case(const BwdCase& c, uint64_t seed, bool graph_check, 
                    (c.state_dtype == gka::DType::kBF16 ? " [saved bf16 states]" : ""),
                c, e);
   for (int i = 0; i < kNumGrads; ++i) {
-    INFO(kGradNames[i] << " error " << e[i] << " > " << c.tol);
-    CHECK(e[i] <= c.tol);
+    const double tol = i == 1 ? c.tol_dk : c.tol;
+    INFO(kGradNames[i] << " error " << e[i] << " > " << tol);
+    CHECK(e[i] <= tol);
   }
   // determinism: a second run (freshly poisoned) is bitwise equal
   CHECK(run_backward(a, d, ws, stream) == first);
@@ -333,18 +336,27 @@ gka_test::ProblemSpec spec(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_
 }
 
 // Tolerances: relative L2 error of each gradient against the float64 reference, which solves with
-// float64 Chebyshev iterates and exact inputs of the same rounding. The GPU gradients inherit the
-// forward's x error (bf16 policy: a few 1e-3, docs/gpu-forward.md) and add the adjoint solve's
-// (the same bf16-operand program); the other products use hi + lo operands (2^-16).
-//  - bf16 inputs: 3e-2, three times the forward's 1e-2 target: every gradient passes through at
-//    least two bf16-operand solves (forward x and adjoint z) whose errors add.
-//  - fp16 / fp32 inputs: hi + lo operands everywhere: 1e-3.
+// float64 Chebyshev iterates and exact inputs of the same rounding. In brackets the largest value
+// measured over the cases that use the bound (H200, ea7f494, scripts/gpu_validate.sh); every bound
+// keeps at least 2x over it.
+//  - bf16 inputs: 3e-2 [1.2e-2, dh0 with saved bf16 states]. The forward's x and the adjoint's z
+//    both come from bf16-operand solves (a few 1e-3 each, docs/gpu-forward.md) and every gradient
+//    passes through both.
+//  - bf16 dk: 6e-2 [2.6e-2]. dk carries the lambda term w H k with w = 2a (z.x)/nu. x is large
+//    (~|q|/lambda) in the directions the keys do not span, while dq~ = s S do, and hence z, has
+//    (almost) no component there: z.x sums the bf16 solve's rounding noise in z times that large x.
+//    The shorter the memory, the larger the share: a single token (T = 1) has dq~ parallel to k,
+//    z.x is then mostly noise, and dk reaches 0.4 (the fp32 T = 1 case below shows the algorithm
+//    itself is exact to 1e-5 there). That case gets its own bound of 1.0, which still catches a
+//    wrong formula (errors >= 1), and is documented in docs/gpu-backward.md.
+//  - fp16 / fp32 inputs: hi + lo operands everywhere: 1e-3 [fp16 2.1e-4, fp32 5.0e-5].
 BwdCase mk(const std::string& name, gka_test::ProblemSpec s, gka::DType t) {
   BwdCase c;
   c.name = name;
   c.spec = s;
   c.dtype = t;
   c.tol = t == gka::DType::kBF16 ? 3e-2 : 1e-3;
+  c.tol_dk = t == gka::DType::kBF16 ? 6e-2 : 1e-3;
   return c;
 }
 
@@ -368,6 +380,10 @@ TEST_CASE("backward: dense batches, dtypes, head dims, tails, final-state gradie
   }
   {
     BwdCase c = mk("B1 T1 H2 D128", spec(1, 1, 2, 2, 128), DType::kBF16);
+    c.d_final = false;
+    c.tol_dk = 1.0;  // single token: z.x is bf16 rounding noise times |x| ~ |q|/lambda (see mk())
+    cases.push_back(c);
+    c = mk("B1 T1 H2 D128", spec(1, 1, 2, 2, 128), DType::kFP32);
     c.d_final = false;
     cases.push_back(c);
   }

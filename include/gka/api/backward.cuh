@@ -162,6 +162,20 @@ inline Result check_backward_args(const BackwardArgs& args) {
   return Result::success();
 }
 
+// Optional events recorded between the backward's kernels (benchmarks' per-kernel breakdown).
+struct BackwardProbe {
+  cudaEvent_t after_prologue = nullptr;  // chunk table, recomputed states / x
+  cudaEvent_t after_solve = nullptr;
+  cudaEvent_t after_rscan = nullptr;
+  cudaEvent_t after_gla = nullptr;
+  cudaEvent_t after_cov = nullptr;
+};
+
+inline Result record(const BackwardProbe* probe, cudaEvent_t BackwardProbe::*which, cudaStream_t stream) {
+  if (probe == nullptr || probe->*which == nullptr) return Result::success();
+  return cuda_result(cudaEventRecord(probe->*which, stream), "probe event");
+}
+
 template <class Kernel>
 inline Result launch_checked(std::atomic<uint64_t>& smem_set, Kernel kern, dim3 grid, int threads, int smem,
                              cudaStream_t stream, const kernels::BackwardParams& p, const char* what) {
@@ -172,7 +186,7 @@ inline Result launch_checked(std::atomic<uint64_t>& smem_set, Kernel kern, dim3 
 
 template <int D, class TState>
 inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool split, int64_t num_seqs,
-                                      cudaStream_t stream) {
+                                      cudaStream_t stream, const BackwardProbe* probe) {
   const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
   if (cb > 0) {
     if (split) {
@@ -187,6 +201,7 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
                                          "bwd_solve_kernel"));
     }
   }
+  GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_solve, stream));
   {
     static std::atomic<uint64_t> s{0};
     GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState>,
@@ -194,14 +209,19 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
                                        kernels::kRscanThreads, kernels::RscanSmem<D>::kBytes, stream, p,
                                        "bwd_reverse_scan_kernel"));
   }
+  GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_rscan, stream));
   if (cb > 0) {
-    static std::atomic<uint64_t> s1{0}, s2{0};
+    static std::atomic<uint64_t> s1{0};
     GKA_RETURN_IF_ERROR(launch_checked(s1, kernels::bwd_gla_kernel<D, TState>, dim3(cb, hq), kernels::kBwdGlaThreads,
                                        kernels::BwdGlaSmem<D>::kBytes, stream, p, "bwd_gla_kernel"));
+  }
+  GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_gla, stream));
+  if (cb > 0) {
+    static std::atomic<uint64_t> s2{0};
     GKA_RETURN_IF_ERROR(launch_checked(s2, kernels::bwd_cov_kernel<D, TState>, dim3(cb, hq), kernels::kBwdCovThreads,
                                        kernels::BwdCovSmem<D>::kBytes, stream, p, "bwd_cov_kernel"));
   }
-  return Result::success();
+  return record(probe, &BackwardProbe::after_cov, stream);
 }
 
 // dk, dv over the GQA groups; dH_0, dS_0.
@@ -236,11 +256,27 @@ inline size_t backward_workspace_size(const BackwardArgs& args) {
 // Host-only checks that the kernels can run these arguments on `device`.
 inline Result can_implement(const BackwardArgs& args, int device) {
   GKA_RETURN_IF_ERROR(detail::check_backward_args(args));
-  return can_implement(detail::forward_args_of(args), device);
+  const bool split = args.in.q.dtype != DType::kBF16;
+  int smem = 0;
+  if (args.shape.head_dim == 64)
+    smem = std::max({split ? kernels::BwdSolveSmem<64, true>::kBytes : kernels::BwdSolveSmem<64, false>::kBytes,
+                     kernels::RscanSmem<64>::kBytes, kernels::BwdGlaSmem<64>::kBytes, kernels::BwdCovSmem<64>::kBytes});
+  else
+    smem = std::max({split ? kernels::BwdSolveSmem<128, true>::kBytes : kernels::BwdSolveSmem<128, false>::kBytes,
+                     kernels::RscanSmem<128>::kBytes, kernels::BwdGlaSmem<128>::kBytes, kernels::BwdCovSmem<128>::kBytes});
+  return detail::check_device(detail::forward_args_of(args), device, smem, "backward");
 }
 
 namespace detail {
-inline Result backward_core(const BackwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+inline Result backward_core(const BackwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                           const BackwardProbe* probe = nullptr);
+// backward() with per-kernel events (no input transforms).
+inline Result backward_impl(const BackwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                            const BackwardProbe* probe) {
+  GKA_RETURN_IF_ERROR(check_backward_args(args));
+  if (fused_inputs(args)) return Result(Status::kErrorNotSupported, "backward_impl: no input transforms");
+  return backward_core(args, workspace, workspace_bytes, stream, probe);
+}
 }  // namespace detail
 
 inline Result backward(const BackwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
@@ -288,7 +324,7 @@ inline Result backward(const BackwardArgs& args, void* workspace, size_t workspa
 }
 
 inline Result detail::backward_core(const BackwardArgs& args, void* workspace, size_t workspace_bytes,
-                                    cudaStream_t stream) {
+                                    cudaStream_t stream, const BackwardProbe* probe) {
   GKA_RETURN_IF_ERROR(detail::check_backward_args(args));
   const ProblemShape& s = args.shape;
   const detail::BackwardLayout L = detail::backward_layout(args);
@@ -333,6 +369,7 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
     bf16_states = args.chunk_state_dtype == DType::kBF16;
   }
 
+  GKA_RETURN_IF_ERROR(detail::record(probe, &detail::BackwardProbe::after_prologue, stream));
   kernels::BackwardParams p;
   p.geo = geo;
   p.heads_q = Hq;
@@ -385,11 +422,11 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   const bool split = args.in.q.dtype != DType::kBF16;  // the forward's operand policy
   Result r = Result::success();
   if (D == 64)
-    r = bf16_states ? detail::launch_backward_kernels<64, __nv_bfloat16>(p, split, N, stream)
-                    : detail::launch_backward_kernels<64, float>(p, split, N, stream);
+    r = bf16_states ? detail::launch_backward_kernels<64, __nv_bfloat16>(p, split, N, stream, probe)
+                    : detail::launch_backward_kernels<64, float>(p, split, N, stream, probe);
   else
-    r = bf16_states ? detail::launch_backward_kernels<128, __nv_bfloat16>(p, split, N, stream)
-                    : detail::launch_backward_kernels<128, float>(p, split, N, stream);
+    r = bf16_states ? detail::launch_backward_kernels<128, __nv_bfloat16>(p, split, N, stream, probe)
+                    : detail::launch_backward_kernels<128, float>(p, split, N, stream, probe);
   GKA_RETURN_IF_ERROR(r);
   return D == 64 ? detail::launch_backward_finish<64>(p, L.tokens, N, stream)
                  : detail::launch_backward_finish<128>(p, L.tokens, N, stream);

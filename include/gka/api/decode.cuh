@@ -39,9 +39,9 @@ inline Result launch_decode(const kernels::DecodeParams& p, int64_t num_seqs, cu
 }
 
 
-// min_blocks: the CTAs per SM the kernel's register budget is compiled for: 1 (108 registers,
-// no spills: the fastest single CTA, for grids that do not fill the device), 2 (64 registers, a few
-// spills outside the solve loop, two CTAs per SM so one loads while the other solves), 0 = choose:
+// min_blocks: the CTAs per SM the kernel's register budget is compiled for (256 threads at
+// D = 128): 1 (up to 255 registers, no spills: the fastest single CTA, for grids that do not fill
+// the device), 2 (128 registers, two CTAs per SM so one loads while the other solves), 0 = choose:
 // 2 when the grid has more CTAs than the device has SMs. Measured in docs/gpu-decode.md.
 inline Result decode_impl(const DecodeArgs& args, cudaStream_t stream, int min_blocks);
 
@@ -88,7 +88,7 @@ inline Result detail::decode_impl(const DecodeArgs& args, cudaStream_t stream, i
   p.inter_h = args.inter_h;
   p.inter_s = args.inter_s;
   const bool s_bf16 = pool.s.dtype == DType::kBF16;  // validated: fp32 or bf16
-  if (s.head_dim == 64)  // 256 threads: two CTAs per SM fit either way
+  if (s.head_dim == 64)  // 128 threads: two CTAs per SM fit either way
     return s_bf16 ? launch_decode<64, __nv_bfloat16, 2>(p, N, stream) : launch_decode<64, float, 2>(p, N, stream);
   if (min_blocks == 0) {
     int sms = 0;

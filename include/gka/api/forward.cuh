@@ -12,6 +12,7 @@
 // forward_workspace_size(args) bytes, 256-byte aligned; its contents need not be initialised.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -217,27 +218,36 @@ inline Result check_forward_args(const ForwardArgs& args) {
 inline size_t forward_workspace_size(const ForwardArgs& args) { return detail::forward_layout(args).total; }
 
 // Host-only checks that the kernels can run these arguments on `device`.
-inline Result can_implement(const ForwardArgs& args, int device) {
-  GKA_RETURN_IF_ERROR(detail::check_forward_args(args));
+namespace detail {
+// The device checks shared by the forward's and the backward's can_implement: `extra_smem` is the
+// largest dynamic shared memory of the caller's own kernels (0 for the forward).
+inline Result check_device(const ForwardArgs& args, int device, int extra_smem, const char* who) {
   if (args.shape.heads_q > 65535)
-    return Result(Status::kErrorNotSupported, "shape.heads_q above 65535 is not supported by the CUDA forward");
-  const detail::ForwardLayout L = detail::forward_layout(args);
-  if (L.chunk_bound > 0x7fffffff)
-    return Result(Status::kErrorNotSupported, "too many chunks for one launch");
+    return Result(Status::kErrorNotSupported, std::string("shape.heads_q above 65535 is not supported by the CUDA ") + who);
+  const ForwardLayout L = forward_layout(args);
+  if (L.chunk_bound > 0x7fffffff) return Result(Status::kErrorNotSupported, "too many chunks for one launch");
   cudaDeviceProp prop;
   cudaError_t e = cudaGetDeviceProperties(&prop, device);
-  if (e != cudaSuccess) return detail::cuda_result(e, "cudaGetDeviceProperties");
+  if (e != cudaSuccess) return cuda_result(e, "cudaGetDeviceProperties");
   if (prop.major < 8)
-    return Result(Status::kErrorArchMismatch, "the CUDA forward needs compute capability 8.0 or newer (device has " +
+    return Result(Status::kErrorArchMismatch, std::string("the CUDA ") + who +
+                                                  " needs compute capability 8.0 or newer (device has " +
                                                   std::to_string(prop.major) + "." + std::to_string(prop.minor) + ")");
-  const int need = detail::solve_smem_bytes(args.shape.head_dim, detail::split_policy(args));
-  const int need_scan = detail::scan_smem_bytes(args.shape.head_dim, args.in.q.dtype);
+  int need = solve_smem_bytes(args.shape.head_dim, split_policy(args));
+  need = std::max(need, scan_smem_bytes(args.shape.head_dim, args.in.q.dtype));
+  need = std::max(need, extra_smem);
   const int have = static_cast<int>(prop.sharedMemPerBlockOptin);
-  if (need > have || need_scan > have)
+  if (need > have)
     return Result(Status::kErrorArchMismatch, "the device offers " + std::to_string(have) +
-                                                  " bytes of shared memory per block; the forward needs " +
-                                                  std::to_string(need > need_scan ? need : need_scan));
+                                                  " bytes of shared memory per block; the " + who + " needs " +
+                                                  std::to_string(need));
   return Result::success();
+}
+}  // namespace detail
+
+inline Result can_implement(const ForwardArgs& args, int device) {
+  GKA_RETURN_IF_ERROR(detail::check_forward_args(args));
+  return detail::check_device(args, device, 0, "forward");
 }
 
 inline Result forward(const ForwardArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream) {

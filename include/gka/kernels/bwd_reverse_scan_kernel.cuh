@@ -1,6 +1,6 @@
 // gka/kernels/bwd_reverse_scan_kernel.cuh: the backward's three reverse chunk-state scans (spec 4.2
-// step 2, 4.6 Passes C and E), in the organisation of the forward's state_scan_kernel run from the
-// last chunk to the first:
+// step 2, 4.6 Passes C and E), in the organisation of the forward's state_scan_mma_kernel run from
+// the last chunk to the first:
 //
 //   role 0  R-bar: state <- e^{F_end} state + sum_j e^{F_j} z_j x_j^T            (start -dH_T)
 //   role 1  S^:    state <- e^{G_end} state + sum_j s e^{G_j} q~_j do_j^T        (start dS_T)
@@ -10,15 +10,43 @@
 //
 // Before chunk n's update the state ("after chunk n") goes to the role's per-chunk array at the
 // chunk's index; after the loop the state goes to the per-sequence array. Every exponent is a
-// difference of chunk-local cumsums or a cumsum itself (<= 0, spec 8). Keys and values are staged
-// as fp32 and enter the MMA as bf16 hi + lo (state_chunk_update's split path), the state stays
-// fp32 in accumulators: the scans are accurate to ~1e-5 relative. Deterministic (no atomics).
+// difference of chunk-local cumsums or a cumsum itself (<= 0, spec 8). The weighted keys enter the
+// MMA as bf16 hi + lo, the values as bf16 hi + lo when they are not bf16 (fp32 z / x / q~, fp16)
+// and as the raw bf16 rows otherwise (lo = 0: the hi*lo product is skipped, which changes nothing);
+// the state stays fp32 in accumulators: the scans are accurate to ~1e-5 relative. Deterministic.
 //
 // Grid: (num_seqs * H_q, 3 roles, D / 64 row tiles). Block: 256 threads; warp w owns state rows
-// 16 (w % 4).. of the 64-row tile and columns (w / 4) * D/2 ... The raw token rows of the next chunk
-// (n - 1) arrive by cp.async while chunk n is converted and applied.
-// Shared memory: RscanSmem<D>::kBytes = 103 KiB (D = 64), 199 KiB (D = 128; above sm_80's 163 KiB
-// per block: the raw stages are sized for fp32 rows, a bf16-row variant would fit).
+// 16 (w % 4).. of the 64-row tile and columns (w / 4) * D/2 ...
+//
+// Organisation (why; measured on H200, see tests/gpu/test_bwd_perf_rscan.cu). The previous version
+// converted whole rows to fp32 tiles and built every MMA fragment from scalars in every warp, formed
+// b_j with an O(C^2) loop in one warp and needed 199 KiB of shared memory at D = 128 (one CTA per
+// SM: the B = 2 grid of 192 CTAs ran in two waves). Now, per chunk:
+//  * the raw rows arrive by cp.async into a two-stage buffer (chunk n - 1 loads during chunk n);
+//    only this CTA's 64 key columns are loaded;
+//  * operands are prepared once per CTA, cooperatively and in place: an fp32 row of 8 elements
+//    (32 bytes) becomes its bf16 hi (16 bytes) followed by its lo (16 bytes) in the same 32 bytes,
+//    keys already multiplied by their weight; bf16 values are used as loaded. So one stage holds
+//    both the raw rows and the operands: 2 x 50 KiB = 100 KiB at D = 128 (two CTAs per SM on
+//    H100/H200; fits sm_80's 163 KiB);
+//  * every MMA operand is one ldmatrix.trans (A = keys^T from the [token][row] tile, B = values from
+//    the [token][col] tile), 2 or 3 products per k-step as in state_scan_kernel's split path, in the
+//    same order, with the same element values; role 2 adds c_n H-bar_n to the decayed state before
+//    the chunk's products (its H-bar registers are then dead during the MMA: no spills);
+//  * warp 0 forms the next chunk's weights (cumsum, e^{F}, b_j) during the current chunk, from
+//    gates prefetched into registers one chunk earlier; b_j in O(C) by a warp suffix scan of
+//    s_i = w_i + e^{2 (F_{i+1} - F_i)} s_{i+1} (b_i = e^{F_i} s_i, c_n = e^{2 F_0} s_0; only
+//    non-positive exponents);
+//  * states leave in 16-byte streaming stores (a quad shuffle turns the fragment layout into 64
+//    contiguous bytes per row) with no shared-memory staging; role 2 prefetches H-bar_{n-1} into L2
+//    one chunk ahead and reads H-bar_n into registers before the update.
+//
+// Measured (H200, D = 128, 65,536 tokens x 16 heads, bf16 k / do, fp32 z / q~ / x, fp32 states,
+// bp_lambda on; test_bwd_perf_rscan): T = 2048 / 8192 / 32768: 2.37 / 2.52 / 3.18 ms (was 7.49 /
+// 7.47 / 10.68). About 7.4 GB move per launch (3.2 GB of fp32 per-chunk states out; each of the two
+// row-tile CTAs reads the full value rows; H-bar in), so this runs at ~3.1 TB/s; the next steps
+// are one CTA per (sequence, head, role) for all D rows (no duplicated value reads) and 32-row
+// tiles when the grid is small (B = 2: 192 CTAs), which needs the launch in api/backward.cuh.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +57,6 @@
 #include "gka/tiling/chunks.cuh"
 #include "gka/tiling/copy.cuh"
 #include "gka/tiling/mma.cuh"
-#include "gka/tiling/state_scan.cuh"
 #include "gka/types.h"
 
 GKA_NAMESPACE_BEGIN
@@ -40,66 +67,182 @@ constexpr int kRscanChunk = 64;
 
 template <int D>
 struct RscanSmem {
-  // one token row of the widest input (fp32), padded 16 B: conflict-free fragment reads
-  static constexpr int kPitch = D * 4 + 16;
-  static constexpr int kTile = kRscanChunk * kPitch;
-  static constexpr int kRaw = 0;              // [stage][keys, values] rows as loaded (any dtype)
-  static constexpr int kF32 = 2 * 2 * kTile;  // keys, values as fp32
-  static constexpr int kScalars = kF32 + 2 * kTile;
-  // gates / cumsum, per-token weights, ones, w, misc
+  // keys: 64 columns (this CTA's state rows) of 64 tokens; values: D columns. Rows are sized for
+  // fp32 (any dtype is loaded at the row start) and padded 16 B: conflict-free ldmatrix.
+  static constexpr int kKeyPitch = 64 * 4 + 16;
+  static constexpr int kValPitch = D * 4 + 16;
+  static constexpr int kKeyTile = kRscanChunk * kKeyPitch;
+  static constexpr int kValTile = kRscanChunk * kValPitch;
+  static constexpr int kStage = kKeyTile + kValTile;  // [keys, values]
+  static constexpr int kScalars = 2 * kStage;
+  // gates / cumsum, w, weights [2 stages], misc [2 stages][decay, c_n]
   static constexpr int kBytes = kScalars + (4 * kRscanChunk + 4) * 4;
-  // CTAs per SM the shared memory allows (2 at D = 64): the register cap that keeps them resident
-  // (ptxas' own choice at D = 64, 80 registers, spills)
-  static constexpr int kMinBlocks = 2 * kBytes <= 227 * 1024 ? 2 : 1;
+  static constexpr int kMinBlocks = 2;
 };
 
-// Tokens [t0, t0 + 64) of a token tensor rows -> fp32 [64][D] tile at `pitch` bytes per row.
-template <int D>
-GKA_DEVICE inline void rscan_to_fp32(const uint8_t* raw, DType t, uint8_t* dst, int pitch, int tid) {
-  for (int i = tid; i < kRscanChunk * D / 4; i += kRscanThreads) {
-    const int row = i / (D / 4), c4 = (i % (D / 4)) * 4;
-    const uint8_t* src = raw + row * pitch;
-    float4 v;
-    if (t == DType::kFP32) {
-      v = *reinterpret_cast<const float4*>(src + c4 * 4);
-    } else {
-      const uint2 w = *reinterpret_cast<const uint2*>(src + c4 * 2);
+namespace rscan {
+
+// 8 consecutive elements of a raw row (fp32, bf16 or fp16) as fp32.
+GKA_DEVICE inline void load8(const uint8_t* p, DType t, float (&x)[8]) {
+  if (t == DType::kFP32) {
+    const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 16);
+    x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+  } else {
+    const uint4 w = *reinterpret_cast<const uint4*>(p);
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
       if (t == DType::kBF16) {
-        v = make_float4(tiling::bf16_lo(w.x), tiling::bf16_hi(w.x), tiling::bf16_lo(w.y), tiling::bf16_hi(w.y));
+        x[2 * q] = tiling::bf16_lo(u[q]);
+        x[2 * q + 1] = tiling::bf16_hi(u[q]);
       } else {
-        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&w.x));
-        const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&w.y));
-        v = make_float4(a.x, a.y, b.x, b.y);
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&u[q]));
+        x[2 * q] = f.x;
+        x[2 * q + 1] = f.y;
       }
     }
-    *reinterpret_cast<float4*>(dst + row * pitch + c4 * 4) = v;
   }
 }
+GKA_DEVICE inline void raw8_to_float(const uint4& w, DType t, float (&x)[8]) {
+  load8(reinterpret_cast<const uint8_t*>(&w), t, x);
+}
+// s * x[0..8) split into bf16 hi (dst) and lo (dst + 16).
+GKA_DEVICE inline void store_split8(uint8_t* dst, const float (&x)[8], float s) {
+  uint32_t hi[4], lo[4];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) tiling::split_bf16(s * x[2 * q], s * x[2 * q + 1], hi[q], lo[q]);
+  *reinterpret_cast<uint4*>(dst) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+  *reinterpret_cast<uint4*>(dst + 16) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+}
+
+// A 64-token tile of `cols` columns loaded at the start of `pitch`-byte rows (dtype t) -> in place,
+// per 8 columns: bf16 hi (16 B) then lo (16 B), row t scaled by scale[t] (nullptr: 1). fp32 rows
+// are converted item by item (a thread rewrites exactly the 32 bytes it read); 16-bit rows grow, so
+// every thread reads its items first and the block synchronises before the writes (uniform branch).
+template <int kCols>
+GKA_DEVICE inline void split_in_place(uint8_t* tile, int pitch, DType t, const float* scale, int tid) {
+  constexpr int kItems = kRscanChunk * kCols / 8 / kRscanThreads;
+  static_assert(kItems * kRscanThreads * 8 == kRscanChunk * kCols, "items per thread");
+  if (t == DType::kFP32) {
+#pragma unroll 1
+    for (int u = 0; u < kItems; ++u) {
+      const int i = tid + u * kRscanThreads, row = i / (kCols / 8), g = i % (kCols / 8);
+      uint8_t* p = tile + row * pitch + g * 32;
+      float x[8];
+      load8(p, t, x);
+      store_split8(p, x, scale ? scale[row] : 1.f);
+    }
+  } else {
+    uint4 raw[kItems];
+#pragma unroll
+    for (int u = 0; u < kItems; ++u) {
+      const int i = tid + u * kRscanThreads, row = i / (kCols / 8), g = i % (kCols / 8);
+      raw[u] = *reinterpret_cast<const uint4*>(tile + row * pitch + g * 16);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < kItems; ++u) {
+      const int i = tid + u * kRscanThreads, row = i / (kCols / 8), g = i % (kCols / 8);
+      float x[8];
+      raw8_to_float(raw[u], t, x);
+      store_split8(tile + row * pitch + g * 32, x, scale ? scale[row] : 1.f);
+    }
+  }
+}
+
+// This thread's accumulator fragment -> a row-major fp32 D x D state, 16-byte streaming stores: lanes
+// c and c ^ 1 of a quad swap one float2 so that the quad holds 16 contiguous columns of its row.
+template <int D, int NT>
+GKA_DEVICE inline void store_state(float* out, const float (&acc)[NT][4], int row0, int col0, int lane) {
+  const int r = lane >> 2, c = lane & 3;
+  const bool odd = c & 1;
+#pragma unroll
+  for (int jj = 0; jj < NT / 2; ++jj)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float p0x = acc[2 * jj][2 * h], p0y = acc[2 * jj][2 * h + 1];
+      const float p1x = acc[2 * jj + 1][2 * h], p1y = acc[2 * jj + 1][2 * h + 1];
+      const float rx = __shfl_xor_sync(0xffffffffu, odd ? p0x : p1x, 1);
+      const float ry = __shfl_xor_sync(0xffffffffu, odd ? p0y : p1y, 1);
+      const float4 v = odd ? make_float4(rx, ry, p1x, p1y) : make_float4(p0x, p0y, rx, ry);
+      const int col = col0 + 16 * jj + (odd ? 8 + 2 * (c - 1) : 2 * c);
+      __stcs(reinterpret_cast<float4*>(out + static_cast<int64_t>(row0 + r + 8 * h) * D + col), v);
+    }
+}
+
+// acc += A B for one chunk: A[m][k] = weighted keys (rows m0.. of the tile, tokens k) from the
+// [token][row] hi|lo tile at k_base (pitch KP), B[k][n] = values (columns col0..) from the tile at
+// v_base (pitch VP): raw bf16 rows (kRaw) or hi|lo per 8 columns. Products in state_chunk_update's
+// order: hi*hi, lo*hi [, hi*lo].
+template <int NT, int KP, int VP, bool kRaw>
+GKA_DEVICE inline void chunk_products(float (&acc)[NT][4], uint32_t k_base, uint32_t v_base, int m0, int col0,
+                                      int lane) {
+  const int li = lane >> 3, lr = lane & 7;
+#pragma unroll
+  for (int kt = 0; kt < 4; ++kt) {
+    // A from the [token][row] tile: matrices (k0, m0), (k0, m0+8), (k0+8, m0), (k0+8, m0+8)
+    const uint32_t a_off = (16 * kt + lr + (li >> 1) * 8) * KP + (m0 / 8 + (li & 1)) * 32;
+    uint32_t ahi[4], alo[4];
+    tiling::ldmatrix_x4_trans(k_base + a_off, ahi[0], ahi[1], ahi[2], ahi[3]);
+    tiling::ldmatrix_x4_trans(k_base + a_off + 16, alo[0], alo[1], alo[2], alo[3]);
+    const int bt = 16 * kt + lr + (li & 1) * 8;
+#pragma unroll
+    for (int jj = 0; jj < NT / 2; ++jj) {
+      // B for n8 tiles 2jj, 2jj+1: matrices (k0, n0), (k0+8, n0), (k0, n0+8), (k0+8, n0+8)
+      const int n8 = col0 + 16 * jj + (li >> 1) * 8;
+      uint32_t b[4];
+      if constexpr (kRaw) {
+        tiling::ldmatrix_x4_trans(v_base + bt * VP + 2 * n8, b[0], b[1], b[2], b[3]);
+        tiling::mma_bf16(acc[2 * jj], ahi, b[0], b[1]);
+        tiling::mma_bf16(acc[2 * jj], alo, b[0], b[1]);
+        tiling::mma_bf16(acc[2 * jj + 1], ahi, b[2], b[3]);
+        tiling::mma_bf16(acc[2 * jj + 1], alo, b[2], b[3]);
+      } else {
+        uint32_t bl[4];
+        const uint32_t b_off = bt * VP + (n8 / 8) * 32;
+        tiling::ldmatrix_x4_trans(v_base + b_off, b[0], b[1], b[2], b[3]);
+        tiling::ldmatrix_x4_trans(v_base + b_off + 16, bl[0], bl[1], bl[2], bl[3]);
+        tiling::mma_bf16(acc[2 * jj], ahi, b[0], b[1]);
+        tiling::mma_bf16(acc[2 * jj], alo, b[0], b[1]);
+        tiling::mma_bf16(acc[2 * jj], ahi, bl[0], bl[1]);
+        tiling::mma_bf16(acc[2 * jj + 1], ahi, b[2], b[3]);
+        tiling::mma_bf16(acc[2 * jj + 1], alo, b[2], b[3]);
+        tiling::mma_bf16(acc[2 * jj + 1], ahi, bl[2], bl[3]);
+      }
+    }
+  }
+}
+
+}  // namespace rscan
 
 template <int D, class TState>
 __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_reverse_scan_kernel(BackwardParams p) {
   using Smem = RscanSmem<D>;
   constexpr int NT = D / 16;  // n8 tiles per warp (D/2 columns)
   constexpr int C = kRscanChunk;
+  constexpr int KP = Smem::kKeyPitch, VP = Smem::kValPitch;
+  static_assert(NT % 2 == 0, "B fragments are loaded two n8 tiles at a time");
   const int role = blockIdx.y;
   if (role == 2 && !p.bp_lambda) return;
   extern __shared__ __align__(128) uint8_t smem[];
-  float* gates = reinterpret_cast<float*>(smem + Smem::kScalars);  // raw log-gates, then the cumsum
-  float* wt = gates + C;                                             // per-token key weight
-  float* ones = wt + C;
-  float* wv = ones + C;                                              // role 2: w of the chunk
-  float* misc = wv + C;                                              // [0] chunk decay, [1] c_n
+  float* gates = reinterpret_cast<float*>(smem + Smem::kScalars);  // warp 0: raw log-gates, then the cumsum
+  float* wv = gates + C;                                             // warp 0, role 2: w of the chunk
+  float* wts = wv + C;                                               // [2][C] per-token key weights
+  float* misc = wts + 2 * C;                                         // [2][decay, c_n]
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
   const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q, hk = h / p.group;
   const tiling::SeqEntry se = p.geo.sequence(seq);
   const int64_t nchunks = (se.len + C - 1) / C;
-  const int row0 = blockIdx.z * 64 + 16 * (warp & 3);
+  const int tile_row0 = blockIdx.z * 64;
+  const int m0 = 16 * (warp & 3);  // first row of this warp inside the tile
+  const int row0 = tile_row0 + m0;
   const int col0 = (warp >> 2) * (D / 2);
 
   const TokenTensor keys_t = role == 0 ? p.ws.z : role == 1 ? p.ws.qmix : p.k;
   const TokenTensor vals_t = role == 0 ? p.x : role == 1 ? p.d_o : p.k;
-  const bool same = role == 2;  // keys are the values: one tile
+  const bool same = role == 2;  // keys are the values: only the value rows are loaded
+  const bool vals_raw = vals_t.dtype == DType::kBF16;  // values enter the MMA as loaded
   const int64_t head = role == 2 ? hk : h;
   const gating::Gate gate = role == 1 ? p.gate_s : p.gate_h;
   float* per_chunk = role == 0 ? p.ws.r_end : role == 1 ? p.ws.s_end : p.ws.b_end;
@@ -108,6 +251,7 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   const uint8_t* kbase = static_cast<const uint8_t*>(keys_t.data) + keys_t.offset(se.b, se.t0, head) * kbytes;
   const uint8_t* vbase = static_cast<const uint8_t*>(vals_t.data) + vals_t.offset(se.b, se.t0, head) * vbytes;
   const int64_t kstride = keys_t.stride_token * kbytes, vstride = vals_t.stride_token * vbytes;
+  const float* wdata = static_cast<const float*>(p.ws.w.data);
   auto chunk_valid = [&](int64_t n) { return static_cast<int>(se.len - n * C < C ? se.len - n * C : C); };
 
   // initial state: -dH_T (R-bar is pre-negated), dS_T, or 0
@@ -124,99 +268,147 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
         acc[j][e] = src != nullptr ? sign * src[row * init.stride_row + col] : 0.f;
       }
   }
-  if (tid < C) ones[tid] = 1.f;
 
   auto issue = [&](int64_t n) {
-    uint8_t* st = smem + Smem::kRaw + (n & 1) * 2 * Smem::kTile;
+    uint8_t* st = smem + (n & 1) * Smem::kStage;
     const int valid = chunk_valid(n);
-    tiling::load_rows_async(st, Smem::kPitch, kbase + n * C * kstride, kstride, D * kbytes, C, valid, tid,
-                            kRscanThreads);
     if (!same)
-      tiling::load_rows_async(st + Smem::kTile, Smem::kPitch, vbase + n * C * vstride, vstride, D * vbytes, C, valid,
+      tiling::load_rows_async(st, KP, kbase + n * C * kstride + tile_row0 * kbytes, kstride, 64 * kbytes, C, valid,
                               tid, kRscanThreads);
+    tiling::load_rows_async(st + Smem::kKeyTile, VP, vbase + n * C * vstride, vstride, D * vbytes, C, valid, tid,
+                            kRscanThreads);
     tiling::cp_async_commit();
   };
-  if (nchunks > 0) issue(nchunks - 1);
 
-  uint8_t* kf = smem + Smem::kF32;
-  uint8_t* vf = same ? kf : kf + Smem::kTile;
-  for (int64_t n = nchunks - 1; n >= 0; --n) {
-    const int64_t cidx = se.chunk0 + n, t0 = se.t0 + n * C;
+  // Warp 0: the raw gates (and w) of chunk n, lane l holding tokens 2l, 2l+1, loaded a chunk ahead.
+  float g_next[2] = {0.f, 0.f}, w_next[2] = {0.f, 0.f};
+  auto prefetch = [&](int64_t n) {
     const int valid = chunk_valid(n);
+    const int64_t t0 = se.t0 + n * C;
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int t = 2 * lane + q;
+      g_next[q] = t < valid ? gate.at(se.b, t0 + t, h) : 0.f;
+      if (role == 2) w_next[q] = t < valid ? wdata[p.ws.w.offset(se.b, t0 + t, h)] : 0.f;
+    }
+  };
+  // Warp 0: weights of chunk n (gates in g_next) into wts[n & 1], its decay and c_n into misc[n & 1].
+  auto weights = [&](int64_t n) {
+    const int valid = chunk_valid(n);
+    float* wt = wts + (n & 1) * C;
+    float* mi = misc + (n & 1) * 2;
+    gates[2 * lane] = g_next[0];
+    gates[2 * lane + 1] = g_next[1];
+    __syncwarp();
+    gating::warp_cumsum64(gates, valid, lane);
+    __syncwarp();
+    const float F0 = gates[2 * lane], F1 = gates[2 * lane + 1];
+    const bool v0 = 2 * lane < valid, v1 = 2 * lane + 1 < valid;
+    if (role == 2) {
+      // s_i = w_i + e^{2 (F_{i+1} - F_i)} s_{i+1}: pairs in-lane, then an inclusive suffix scan over
+      // lanes (v of lane l: sum over tokens >= 2l relative to token 2l)
+      const float w0 = v0 ? w_next[0] : 0.f, w1 = v1 ? w_next[1] : 0.f;
+      float v = w0 + expf(2.f * (F1 - F0)) * w1;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float vo = __shfl_down_sync(0xffffffffu, v, o);
+        const float Fo = __shfl_down_sync(0xffffffffu, F0, o);
+        if (lane + o < 32) v += expf(2.f * (Fo - F0)) * vo;
+      }
+      const float v_next = __shfl_down_sync(0xffffffffu, v, 1);
+      const float F_next = __shfl_down_sync(0xffffffffu, F0, 1);
+      const float s1 = w1 + (lane < 31 ? expf(2.f * (F_next - F1)) * v_next : 0.f);
+      wt[2 * lane] = v0 ? expf(F0) * v : 0.f;
+      wt[2 * lane + 1] = v1 ? expf(F1) * s1 : 0.f;
+      if (lane == 0) mi[1] = expf(2.f * F0) * v;
+    } else {
+      const float s = role == 1 ? p.scale : 1.f;
+      wt[2 * lane] = v0 ? (role == 1 ? s * expf(F0) : expf(F0)) : 0.f;
+      wt[2 * lane + 1] = v1 ? (role == 1 ? s * expf(F1) : expf(F1)) : 0.f;
+    }
+    if (lane == 0) mi[0] = expf(gates[valid - 1]);
+  };
+
+  if (nchunks > 0) {
+    issue(nchunks - 1);
+    if (warp == 0) {
+      prefetch(nchunks - 1);
+      weights(nchunks - 1);
+      if (nchunks > 1) prefetch(nchunks - 2);
+    }
+  }
+
+  for (int64_t n = nchunks - 1; n >= 0; --n) {
+    const int64_t cidx = se.chunk0 + n;
     tiling::cp_async_wait<0>();
-    // (A) raw rows of chunk n visible; every warp is done with chunk n+1's tiles and scalars
+    // (A) raw rows of chunk n and its weights visible; every warp is done with chunk n+1's stage
     __syncthreads();
     if (n > 0) issue(n - 1);  // overlaps everything below
+    const TState* hb = static_cast<const TState*>(p.states_h) + (cidx * p.heads_q + h) * D * D;
+    if (role == 2 && n > 0)  // H-bar_{n-1} into L2 for the next chunk's dense add
+      tiling::prefetch_l2_range(hb - p.heads_q * D * D + tile_row0 * D, 64 * D * static_cast<int>(sizeof(TState)), tid,
+                                kRscanThreads);
     // the state after chunk n
-    {
-      float* out = per_chunk + (cidx * p.heads_q + h) * D * D;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int col = col0 + 8 * j + 2 * c;
-        *reinterpret_cast<float2*>(out + (row0 + r) * D + col) = make_float2(acc[j][0], acc[j][1]);
-        *reinterpret_cast<float2*>(out + (row0 + r + 8) * D + col) = make_float2(acc[j][2], acc[j][3]);
+    rscan::store_state<D, NT>(per_chunk + (cidx * p.heads_q + h) * D * D, acc, row0, col0, lane);
+    // operands of chunk n, in place
+    uint8_t* kt_tile = smem + (n & 1) * Smem::kStage;
+    uint8_t* vt_tile = kt_tile + Smem::kKeyTile;
+    const float* wt = wts + (n & 1) * C;
+    if (same) {
+      // weighted keys from the value rows (this tile's 64 columns); the values are rewritten after
+      // every thread has read them (only when they are not bf16)
+      for (int i = tid; i < C * 8; i += kRscanThreads) {
+        const int t = i / 8, g = i % 8;
+        float x[8];
+        rscan::load8(vt_tile + t * VP + (tile_row0 + 8 * g) * vbytes, vals_t.dtype, x);
+        rscan::store_split8(kt_tile + t * KP + g * 32, x, wt[t]);
       }
+      if (!vals_raw) __syncthreads();
+    } else {
+      rscan::split_in_place<64>(kt_tile, KP, keys_t.dtype, wt, tid);
     }
-    if (warp == 0) {
-      // chunk-local cumsum; key weights from cumsums (<= 0) and their differences only
-      for (int t = lane; t < C; t += 32) gates[t] = t < valid ? gate.at(se.b, t0 + t, h) : 0.f;
-      if (role == 2)
-        for (int t = lane; t < C; t += 32)
-          wv[t] = t < valid ? static_cast<const float*>(p.ws.w.data)[p.ws.w.offset(se.b, t0 + t, h)] : 0.f;
-      __syncwarp();
-      gating::warp_cumsum64(gates, valid, lane);
-      __syncwarp();
-      float cpart = 0.f;
-      for (int t = lane; t < C; t += 32) {
-        const float Ft = gates[t];
-        float x = 0.f;
-        if (t < valid) {
-          if (role == 0) {
-            x = expf(Ft);
-          } else if (role == 1) {
-            x = p.scale * expf(Ft);
-          } else {
-#pragma unroll 1
-            for (int i = t; i < valid; ++i) x += expf(2.f * gates[i] - Ft) * wv[i];  // e^{F_i-F_t} e^{F_i}
-            cpart += expf(2.f * Ft) * wv[t];
-          }
-        }
-        wt[t] = x;
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) cpart += __shfl_xor_sync(0xffffffffu, cpart, o);
-      if (lane == 0) {
-        misc[0] = expf(gates[valid - 1]);
-        misc[1] = cpart;
-      }
+    if (!vals_raw) rscan::split_in_place<D>(vt_tile, VP, vals_t.dtype, nullptr, tid);
+    if (warp == 0 && n > 0) {  // the next chunk's weights (other buffer), gates two chunks ahead
+      weights(n - 1);
+      if (n > 1) prefetch(n - 2);
     }
-    const uint8_t* st = smem + Smem::kRaw + (n & 1) * 2 * Smem::kTile;
-    rscan_to_fp32<D>(st, keys_t.dtype, kf, Smem::kPitch, tid);
-    if (!same) rscan_to_fp32<D>(st + Smem::kTile, vals_t.dtype, vf, Smem::kPitch, tid);
-    __syncthreads();  // (B) fp32 tiles, weights, decays ready
-    const tiling::RawTile<float> keys{kf, Smem::kPitch}, vals{vf, Smem::kPitch};
-    tiling::state_chunk_update<float, NT, true>(acc, misc[0], keys, vals, wt, ones, ones, row0, col0, lane);
-    if (role == 2) {  // + c_n H-bar_n (the dense part of Pi_n)
-      const float cn = misc[1];
-      const TState* hb = static_cast<const TState*>(p.states_h) + (cidx * p.heads_q + h) * D * D;
+    __syncthreads();  // (B) operands ready
+    // H-bar_n (this thread's fragment) for role 2, L2 hits (prefetched a chunk earlier)
+    float hbv[NT][4];
+    if (role == 2) {
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = row0 + r + (e >= 2 ? 8 : 0), col = col0 + 8 * j + 2 * c + (e & 1);
-          acc[j][e] += cn * tiling::to_float(hb[row * D + col]);
+        for (int e2 = 0; e2 < 2; ++e2) {
+          const TState* src = hb + (row0 + r + 8 * e2) * D + col0 + 8 * j + 2 * c;
+          if constexpr (sizeof(TState) == 4) {
+            const float2 v = *reinterpret_cast<const float2*>(src);
+            hbv[j][2 * e2] = v.x;
+            hbv[j][2 * e2 + 1] = v.y;
+          } else {
+            const uint32_t v = *reinterpret_cast<const uint32_t*>(src);
+            hbv[j][2 * e2] = tiling::bf16_lo(v);
+            hbv[j][2 * e2 + 1] = tiling::bf16_hi(v);
+          }
         }
     }
-  }
-  {
-    float* out = per_seq + (seq * p.heads_q + h) * D * D;
+    const float decay = misc[(n & 1) * 2];
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const int col = col0 + 8 * j + 2 * c;
-      *reinterpret_cast<float2*>(out + (row0 + r) * D + col) = make_float2(acc[j][0], acc[j][1]);
-      *reinterpret_cast<float2*>(out + (row0 + r + 8) * D + col) = make_float2(acc[j][2], acc[j][3]);
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][e] *= decay;
+    if (role == 2) {  // + c_n H-bar_n (the dense part of Pi_n), before this chunk's products
+      const float cn = misc[(n & 1) * 2 + 1];
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[j][e] += cn * hbv[j][e];
     }
+    const uint32_t k_base = tiling::smem_addr(kt_tile), v_base = tiling::smem_addr(vt_tile);
+    if (vals_raw) rscan::chunk_products<NT, KP, VP, true>(acc, k_base, v_base, m0, col0, lane);
+    else rscan::chunk_products<NT, KP, VP, false>(acc, k_base, v_base, m0, col0, lane);
   }
+  rscan::store_state<D, NT>(per_seq + (seq * p.heads_q + h) * D * D, acc, row0, col0, lane);
 }
 
 }  // namespace kernels

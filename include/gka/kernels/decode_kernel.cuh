@@ -1,21 +1,42 @@
 // gka/kernels/decode_kernel.cuh: the decode step over a state pool (spec 5, 12.10): for each
 // (sequence, head), m >= 0 new tokens advanced token by token from the pool's H and S.
 //
-// One CTA of 4D threads (D / 8 warps) per (sequence, head); grid = num_seqs * H_q.
-//  * H (fp32) lives in registers for the whole call: warp w owns rows 8w..8w+7, lane l columns
-//    kC*l..kC*l+kC-1 (kC = D / 32), so every row load and store is one coalesced 16- or 8-byte
-//    access per lane.
+// One CTA of 2D threads (D / 16 warps: 8 at D = 128) per (sequence, head); grid = num_seqs * H_q.
+//  * H (fp32) lives in registers for the whole call: warp w owns rows 16w..16w+15, lane l columns
+//    kC*l..kC*l+kC-1 (kC = D / 32, 64 floats per lane at D = 128), so every row load and store is
+//    one coalesced 16- or 8-byte access per lane.
 //  * H is symmetric (prefill and every update keep it so), so (H xi)_c = sum_r H[r][c] xi_r: a warp
 //    multiplies its own rows by the xi of those same rows and produces partial sums for every
-//    column. The partials of all warps meet in shared memory; lanes of warp w then finish rows
-//    8w..8w+7, which are again the rows that warp multiplies next. The new xi never leaves the warp:
-//    one __syncthreads per Chebyshev iteration (hopper-design.md 7).
+//    column. The partials of all warps meet in shared memory; after ONE __syncthreads the lanes of
+//    warp w finish rows 16w..16w+15 (lanes l and l + 16 both own row l: each sums half of the
+//    partials, one xor-shuffle combines them, both keep identical copies of xi), which are again
+//    the rows that warp multiplies next. The new xi goes to a per-row shared array (xs) that only
+//    the owning warp reads (after a __syncwarp, as 4 broadcast LDS.128) - no broadcast shuffles.
+//  * Why 8 warps of 16 rows and not 16 warps of 8 (the first version, 650 cycles per iteration):
+//    the iteration is bound by the SM's shared-memory/shuffle pipe (MIO), which every warp's
+//    partial store, gather and xi broadcast go through. 16 warps issued 8 + 2 shuffles, one
+//    STS.128 (4 wavefronts) and 4 LDS per warp = 288 MIO cycles per iteration, in lockstep
+//    phases; 8 warps with xi in shared memory issue 4 LDS.128 (broadcast), 1 STS.128, 4 LDS, 1
+//    shuffle, 1 STS = 14 wavefronts per warp = 112 cycles, below the 128 cycles the 16K FFMAs of
+//    one matvec need on one SM's 128 FP32 lanes. The FFMAs run as 2 x kC independent chains of 8
+//    (rows 0-7 and 8-15 in separate accumulators). 256 threads x <= 128 registers also leave room
+//    for two CTAs per SM (one CTA's loads overlap the other's solve at N >= 16).
+//    Measured (H200, docs/gpu-decode.md): N = 1 20.6 us (was 21.3), N = 64 128 us (was 153),
+//    N = 256 400 (was 504); the iteration is still ~550-600 cycles, so the MIO estimate above is
+//    not what bounds it - the next step is a profile of the loop, not another rewrite.
+//  * The Chebyshev coefficients omega_i (spec 2.3: one table for every token) are computed once
+//    per CTA into shared memory (the first 64; beyond that the recurrence continues in the loop),
+//    so no division sits in the loop; the update is 3 dependent operations after the gather:
+//    delta = eta omega (e + (lambda xi - q)) + (omega - 1) xi_prev, xi <- omega xi - delta, with
+//    lambda xi - q and (omega - 1) xi_prev formed before the barrier.
 //  * S is kept in shared memory as fp32 (64 KiB at D = 128), each element read and written by one
-//    thread only, so it needs no barrier; it is loaded while H is loaded and the solve runs, and it
-//    is only touched after the solve (update, read-out o = s S^T q~).
-//  * Final H is stored right after the last update (the stores drain during the last solve); final
-//    S after the last read-out, rounded to the pool's S dtype. Per-token states go to inter_h /
-//    inter_s when requested.
+//    thread only, so it needs no barrier; it is loaded (cp.async) while H is loaded. For the last
+//    token S_new = gamma S + k v^T is formed and stored to the pool (and inter_s) BEFORE the solve,
+//    so those stores drain under it; after the solve the read-out recomputes the same S_new
+//    (bitwise equal) from the shared tile for o = s S_new^T q~. Earlier tokens update the tile in
+//    place during their read-out.
+//  * Final H is stored right after the last update (the stores drain during the last solve).
+//    Per-token states go to inter_h / inter_s when requested.
 // Semantics as the float64 reference (gka::reference::decode): nu = 0 gives x = 0; num_iter = 0
 // gives x = q; f absent means f = g; g absent means no decay; fused L2 norm (eps 1e-6) and beta.
 #pragma once
@@ -58,23 +79,69 @@ GKA_DEVICE inline int64_t load_index(const void* p, IndexType t, int64_t i) {
 
 template <int D>
 struct DecodeGeometry {
-  static constexpr int kThreads = 4 * D;
-  static constexpr int kWarps = D / 8;   // 8 state rows per warp
-  static constexpr int kC = D / 32;      // columns per lane
-  static constexpr int kPitch = D + 8;   // partial rows: pitch = 8 (mod 32) floats, conflict-free gather
-  static constexpr int kGather = kWarps / 4;  // partials each gather lane sums
+  static constexpr int kRows = 16;               // state rows per warp
+  static constexpr int kWarps = D / kRows;       // 8 at D = 128, 4 at D = 64
+  static constexpr int kThreads = 32 * kWarps;   // 2D
+  static constexpr int kC = D / 32;              // columns per lane
+  static constexpr int kGather = kWarps / 2;     // partials each gather lane sums (2 lanes per row)
+  // partial rows: kGather * kPitch = 16 (mod 32) floats, so the two lane halves of the gather hit
+  // disjoint banks (conflict-free); kPitch % 4 == 0 for the STS.128 of the partials.
+  static constexpr int kPitch = D == 128 ? D + 4 : D + 8;
+  static constexpr int kTab = 64;                // omega_i precomputed for i < kTab
+  static constexpr int kIn = 3 * D + 4;          // q, k, v elements and 4 per-token scalars
+  static constexpr int kLoads = (kIn + kThreads - 1) / kThreads;  // input items per thread
+  static_assert((kGather * kPitch) % 32 == 16 && kPitch % 4 == 0, "gather bank layout");
 };
 
 template <int D>
 struct DecodeSmem {
   using G = DecodeGeometry<D>;
-  float s_tile[D * D];                   // S in fp32, element (r, c) owned by one thread
-  float part[2][G::kWarps][G::kPitch];   // H xi partials, double-buffered across iterations
-  float opart[G::kWarps][G::kPitch];     // S^T q~ partials
-  float tok[3][D];                       // raw q, k, v of the current token
-  float red[G::kWarps];                  // per-warp sums of squares of H
-  float scal[4];                         // alpha, gamma_h, gamma_s, beta of the current token
+  float s_tile[D * D];                       // S in fp32, element (r, c) owned by one thread
+  float part[2][G::kWarps][G::kPitch];       // H xi partials, double-buffered across iterations
+  float opart[G::kWarps][G::kPitch];         // S^T q~ partials
+  alignas(16) float in[G::kIn];              // raw q, k, v of the current token; alpha, e^f, e^g, beta
+  alignas(16) float xs[D];                   // xi by row (read only by the owning warp)
+  alignas(16) float qts[D];                  // q~ by row (read only by the owning warp)
+  float red[G::kWarps];                      // per-warp sums of squares of H
+  float omega[G::kTab], omega_m1[G::kTab];   // omega_i, omega_i - 1
 };
+
+// One input element (q, k or v entry, or a per-token scalar) fetched per token by one thread.
+struct DecodeInput {
+  const uint8_t* base = nullptr;  // the element at token t0; null: absent input
+  int64_t stride = 0;             // bytes per token
+  DType type = DType::kFP32;
+  float absent = 0.f;             // value of an absent input (alpha = 1; gates and beta 0)
+  bool gate = false;              // decays are e^f, e^g (absent gate: e^0 = 1)
+  GKA_DEVICE float fetch(int64_t j) const {
+    const float raw = base ? gating::load_as_float(base + j * stride, type, 0) : absent;
+    return gate ? expf(raw) : raw;
+  }
+};
+// item < 3D: q, k, v element item % D; 3D + 0..3: alpha, f, g, beta.
+template <int D>
+GKA_DEVICE inline DecodeInput make_input(const DecodeParams& p, int item, int64_t b, int64_t t0, int64_t h,
+                                         int64_t hk) {
+  DecodeInput in;
+  const int which = item / D, elem = item % D;
+  const bool tok = which < 3;
+  // selected by value: a pointer into the kernel parameters would copy them to local memory
+  const TokenTensor x = which == 0 ? p.q : which == 1 ? p.k : which == 2 ? p.v
+                      : elem == 0 ? p.alpha : (elem == 3 && p.use_beta) ? p.beta : TokenTensor{};
+  const gating::Gate g = elem == 1 ? p.gate_h : p.gate_s;
+  if (!tok && elem == 0) in.absent = 1.f;
+  in.gate = !tok && (elem == 1 || elem == 2);
+  if (x.data != nullptr) {
+    const int64_t head = which == 0 || !tok ? h : hk;
+    in.base = static_cast<const uint8_t*>(x.data) + (x.offset(b, t0, head) + (tok ? elem : 0)) * dtype_size(x.dtype);
+    in.stride = x.stride_token * dtype_size(x.dtype);
+    in.type = x.dtype;
+  } else if (in.gate && g.data != nullptr) {
+    in.base = reinterpret_cast<const uint8_t*>(g.data + b * g.stride_batch + t0 * g.stride_token + h * g.stride_head);
+    in.stride = g.stride_token * 4;
+  }
+  return in;
+}
 
 // kC consecutive floats (8 or 16 bytes, aligned by the validation's 16-byte rule).
 template <int kC>
@@ -124,12 +191,22 @@ GKA_DEVICE inline void st_state(TS* p, const float (&x)[kC]) {
   }
 }
 
+// 16 consecutive floats of shared memory (16-byte aligned) into registers, as 4 LDS.128.
+GKA_DEVICE inline void ld16(const float* p, float (&x)[16]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float4 t = reinterpret_cast<const float4*>(p)[i];
+    x[4 * i] = t.x; x[4 * i + 1] = t.y; x[4 * i + 2] = t.z; x[4 * i + 3] = t.w;
+  }
+}
+
 // TS: element type of the pool's S (float or __nv_bfloat16). kMinBlocks: CTAs per SM the register
-// allocation must allow (2 at D = 128 caps it at 64 registers per thread; see docs/gpu-decode.md).
+// allocation must allow (2 at D = 128 caps it at 128 registers per thread; see docs/gpu-decode.md).
 template <int D, class TS, int kMinBlocks>
 __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decode_kernel(DecodeParams p) {
   using G = DecodeGeometry<D>;
-  constexpr int kC = G::kC;
+  constexpr int kC = G::kC, kR = G::kRows;
+  constexpr bool kAsyncS = sizeof(TS) == 4 && kC == 4;
   extern __shared__ __align__(128) uint8_t smem_raw[];
   DecodeSmem<D>& sm = *reinterpret_cast<DecodeSmem<D>*>(smem_raw);
 
@@ -146,15 +223,15 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     t0 = load_index(p.cu_seqlens, p.cu_type, seq);
     len = load_index(p.cu_seqlens, p.cu_type, seq + 1) - t0;
   }
-  const int row0 = 8 * warp;     // first of this warp's 8 state rows
+  const int row0 = kR * warp;    // first of this warp's 16 state rows
   const int col0 = kC * lane;    // first of this lane's kC columns
 
-  // ---- prologue: S -> shared (fp32), H -> registers, inputs of token 0 -> a register per loader
+  // ---- prologue: S -> shared (fp32), H -> registers, inputs of token 0 -> registers of the loaders
   TS* const s_pool = static_cast<TS*>(p.pool_s.data);
   float* const h_pool = static_cast<float*>(p.pool_h.data);
-  if constexpr (sizeof(TS) == 4 && kC == 4) {  // 16-byte pieces: asynchronous, no registers held
+  if constexpr (kAsyncS) {  // 16-byte pieces: asynchronous, no registers held
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < kR; ++j) {
       const float* src = reinterpret_cast<const float*>(s_pool) + p.pool_s.offset(read, h) +
                          (row0 + j) * p.pool_s.stride_row + col0;
       tiling::cp_async_16(&sm.s_tile[(row0 + j) * D + col0], src, from_pool);
@@ -162,78 +239,75 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     tiling::cp_async_commit();
   } else {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < kR; ++j) {
       Vec<kC> v{};
       if (from_pool) v = ld_state<TS, kC>(s_pool + p.pool_s.offset(read, h) + (row0 + j) * p.pool_s.stride_row + col0);
       st_vec<kC>(&sm.s_tile[(row0 + j) * D + col0], v.x);
     }
   }
-  float H[8][kC];
+  float H[kR][kC];
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < kR; ++j) {
     Vec<kC> v{};
     if (from_pool) v = ld_vec<kC>(h_pool + p.pool_h.offset(read, h) + (row0 + j) * p.pool_h.stride_row + col0);
 #pragma unroll
     for (int i = 0; i < kC; ++i) H[j][i] = v.x[i];
   }
 
-  // Loader threads: tid < 3D holds one element of q, k or v; 3D..3D+3 the per-token scalars
-  // (alpha, f, g, beta). The value of token j + 1 is fetched into `pre` while token j is processed.
-  const int which = tid / D, elem = tid % D;
-  const bool loader = which < 3 || elem < 4;
-  const uint8_t* lbase = nullptr;  // this loader's element at token t0; null: absent input
-  int64_t lstride = 0;             // bytes per token
-  DType ltype = DType::kFP32;
-  float absent = 0.f;              // value of an absent input (alpha = 1; gates and beta 0)
-  if (loader) {
-    // selected by value: a pointer into the kernel parameters would copy them to local memory
-    const bool tok = which < 3;
-    const TokenTensor x = which == 0 ? p.q : which == 1 ? p.k : which == 2 ? p.v
-                        : elem == 0 ? p.alpha : (elem == 3 && p.use_beta) ? p.beta : TokenTensor{};
-    const gating::Gate g = elem == 1 ? p.gate_h : p.gate_s;
-    if (!tok && elem == 0) absent = 1.f;
-    if (x.data != nullptr) {
-      const int64_t head = which == 0 || !tok ? h : hk;
-      lbase = static_cast<const uint8_t*>(x.data) + (x.offset(b, t0, head) + (tok ? elem : 0)) * dtype_size(x.dtype);
-      lstride = x.stride_token * dtype_size(x.dtype);
-      ltype = x.dtype;
-    } else if (!tok && (elem == 1 || elem == 2) && g.data != nullptr) {
-      lbase = reinterpret_cast<const uint8_t*>(g.data + b * g.stride_batch + t0 * g.stride_token + h * g.stride_head);
-      lstride = g.stride_token * 4;
-    }
+  // Inputs: thread tid fetches items tid + u * kThreads (< kIn); token j + 1's values are fetched
+  // into `pre` while token j is processed.
+  // The DecodeInput is rebuilt from the kernel parameters for each fetch rather than held across
+  // the solve (registers).
+  float pre[G::kLoads];
+#pragma unroll
+  for (int u = 0; u < G::kLoads; ++u) {
+    const int item = tid + u * G::kThreads;
+    pre[u] = (item < G::kIn && len > 0) ? make_input<D>(p, item, b, t0, h, hk).fetch(0) : 0.f;
   }
-  const bool is_gate = which == 3 && (elem == 1 || elem == 2);
-  auto fetch = [&](int64_t j) -> float {
-    const float raw = lbase ? gating::load_as_float(lbase + j * lstride, ltype, 0) : absent;
-    return is_gate ? expf(raw) : raw;  // decays e^f, e^g (absent gate: e^0 = 1)
-  };
-  float pre = (loader && len > 0) ? fetch(0) : 0.f;
 
   const float cheb_c = chebyshev_c<float>(p.ridge);
-  const int gj = lane & 7, gsub = lane >> 3;  // gather role: row row0 + gj, warps gsub + 4i
+  const int n_tab = p.num_iter < G::kTab ? p.num_iter : G::kTab;
+  if (tid == G::kThreads - 1) {  // one table for every token (spec 2.3); made while the loads fly
+    float om = chebyshev_omega0<float>();
+    for (int i = 0; i < n_tab; ++i) {
+      om = chebyshev_next_omega(cheb_c, om);
+      sm.omega[i] = om;
+      sm.omega_m1[i] = om - 1.f;
+    }
+  }
+
+  const int gj = lane & 15, gh = lane >> 4;  // gather role: row row0 + gj, partials of warps gh*kGather + i
   auto store_h = [&](const StateTensor& dst, int64_t n) {
     float* out = static_cast<float*>(dst.data) + dst.offset(n, h);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) st_vec<kC>(out + (row0 + j) * dst.stride_row + col0, H[j]);
+    for (int j = 0; j < kR; ++j) st_vec<kC>(out + (row0 + j) * dst.stride_row + col0, H[j]);
   };
   if (len == 0 && store_final) store_h(p.pool_h, write);
 
   for (int64_t j = 0; j < len; ++j) {
     const int64_t t = t0 + j;
-    if (loader) {
-      if (which < 3) sm.tok[which][elem] = pre;
-      else sm.scal[elem] = pre;
-      if (j + 1 < len) pre = fetch(j + 1);
+    const bool last = j + 1 == len;
+#pragma unroll
+    for (int u = 0; u < G::kLoads; ++u) {
+      const int item = tid + u * G::kThreads;
+      if (item < G::kIn) {
+        sm.in[item] = pre[u];
+        if (!last) pre[u] = make_input<D>(p, item, b, t0, h, hk).fetch(j + 1);
+      }
     }
     __syncthreads();  // (A) token inputs visible
+    const float* qin = sm.in;
+    const float* kin = sm.in + D;
+    const float* vin = sm.in + 2 * D;
+    const float* scal = sm.in + 3 * D;
 
     // fused input transforms as per-token scales (every warp computes them; no extra barrier)
-    const float beta = sm.scal[3];
+    const float beta = scal[3];
     float ssq = 0.f, ssk = 0.f;
     if (p.l2norm_qk) {
 #pragma unroll
       for (int i = 0; i < kC; ++i) {
-        const float a = sm.tok[0][col0 + i], c = sm.tok[1][col0 + i];
+        const float a = qin[col0 + i], c = kin[col0 + i];
         ssq += a * a;
         ssk += c * c;
       }
@@ -247,35 +321,71 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     const float qs = gating::fused_scale(p.l2norm_qk, ssq, false, 0.f);
     const float vs = gating::fused_scale(false, 0.f, p.use_beta, beta);
 
-    // H <- gamma_h H + k k^T, and this thread's share of ||H||_F^2
-    const float gamma_h = sm.scal[1];
-    float kc[kC];
+    // H <- gamma_h H + k k^T, and this thread's share of ||H||_F^2 (kC independent chains)
+    const float gamma_h = scal[1], gamma_s = scal[2];
+    // k of this warp's rows and k, v of this lane's columns, scaled (formed again after the solve
+    // rather than held across it: registers)
+    auto scaled_kv = [&](float (&kr)[kR], float (&kc)[kC], float (&vc)[kC]) {
+      ld16(kin + row0, kr);
 #pragma unroll
-    for (int i = 0; i < kC; ++i) kc[i] = sm.tok[1][col0 + i] * ks;
-    float ss = 0.f;
-#pragma unroll
-    for (int r = 0; r < 8; ++r) {
-      const float kr = sm.tok[1][row0 + r] * ks;
+      for (int r = 0; r < kR; ++r) kr[r] *= ks;
 #pragma unroll
       for (int i = 0; i < kC; ++i) {
-        H[r][i] = fmaf(gamma_h, H[r][i], kr * kc[i]);
-        ss = fmaf(H[r][i], H[r][i], ss);
+        kc[i] = kin[col0 + i] * ks;
+        vc[i] = vin[col0 + i] * vs;
+      }
+    };
+    float kc[kC], vc[kC], kr[kR];
+    scaled_kv(kr, kc, vc);
+    float ssv[kC];
+#pragma unroll
+    for (int i = 0; i < kC; ++i) ssv[i] = 0.f;
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+#pragma unroll
+      for (int i = 0; i < kC; ++i) {
+        H[r][i] = fmaf(gamma_h, H[r][i], kr[r] * kc[i]);
+        ssv[i] = fmaf(H[r][i], H[r][i], ssv[i]);
       }
     }
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < kC; ++i) ss += ssv[i];
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     if (lane == 0) sm.red[warp] = ss;
     if (p.inter_h.data) store_h(p.inter_h, b * p.seqlen + t);
-    if (j + 1 == len && store_final) store_h(p.pool_h, write);
+    if (last && store_final) store_h(p.pool_h, write);
+
+    // Last token: S_new = gamma_s S + k v^T to the pool (and inter_s) now, so the stores drain under
+    // the solve; the read-out recomputes the same values from the unchanged tile.
+    if (last) {
+      if constexpr (kAsyncS) {
+        if (j == 0) tiling::cp_async_wait<0>();  // this thread's own S elements
+      }
+      if (store_final || p.inter_s.data) {
+        TS* s_out = s_pool + p.pool_s.offset(write, h);
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          Vec<kC> s = ld_vec<kC>(&sm.s_tile[(row0 + r) * D + col0]);
+#pragma unroll
+          for (int i = 0; i < kC; ++i) s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
+          if (store_final) st_state<TS, kC>(s_out + (row0 + r) * p.pool_s.stride_row + col0, s.x);
+          if (p.inter_s.data)
+            st_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
+                           (row0 + r) * p.inter_s.stride_row + col0,
+                       s.x);
+        }
+      }
+    }
     __syncthreads();  // (B) sums of squares visible
     float nu2 = 0.f;
 #pragma unroll
     for (int w = 0; w < G::kWarps; ++w) nu2 += sm.red[w];
     const float nu = sqrtf(nu2);
 
-    // Chebyshev solve (spec 2.3). Gather lanes own row row0 + gj; the 4 lanes of a row (gsub)
-    // hold identical copies, so any of them can broadcast it.
-    const float qr = sm.tok[0][row0 + gj] * qs;
+    // Chebyshev solve (spec 2.3). Lanes gj and gj + 16 own row row0 + gj (identical copies).
+    const float qr = qin[row0 + gj] * qs;
     float x;
     if (p.num_iter == 0) {
       x = qr;  // no solve (spec 12.1)
@@ -284,65 +394,90 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     } else {
       const float lambda = p.ridge * nu;
       const float eta = chebyshev_eta<float>(p.ridge, nu);
-      float xi = eta * qr, xi_prev = 0.f, omega = chebyshev_omega0<float>();
-      for (int it = 0; it < p.num_iter; ++it) {
-        omega = chebyshev_next_omega(cheb_c, omega);
-        float xr[8];
-#pragma unroll
-        for (int r = 0; r < 8; ++r) xr[r] = __shfl_sync(0xffffffffu, xi, r);
-        float part[kC];
+      float xi = eta * qr, xi_prev = 0.f;
+      float* const xs = sm.xs + row0;
+      if (gh == 0) xs[gj] = xi;
+      auto step = [&](int it, float omega, float omega_m1) {
+        __syncwarp();  // xs of this warp's rows written
+        float xr[kR];
+        ld16(xs, xr);
+        float a0[kC], a1[kC];
 #pragma unroll
         for (int i = 0; i < kC; ++i) {
-          float a = 0.f;
-#pragma unroll
-          for (int r = 0; r < 8; ++r) a = fmaf(H[r][i], xr[r], a);
-          part[i] = a;
+          a0[i] = H[0][i] * xr[0];
+          a1[i] = H[kR / 2][i] * xr[kR / 2];
         }
+#pragma unroll
+        for (int r = 1; r < kR / 2; ++r) {
+#pragma unroll
+          for (int i = 0; i < kC; ++i) {
+            a0[i] = fmaf(H[r][i], xr[r], a0[i]);
+            a1[i] = fmaf(H[r + kR / 2][i], xr[r + kR / 2], a1[i]);
+          }
+        }
+        float part[kC];
+#pragma unroll
+        for (int i = 0; i < kC; ++i) part[i] = a0[i] + a1[i];
         float(*buf)[G::kPitch] = sm.part[it & 1];
         st_vec<kC>(&buf[warp][col0], part);
+        const float lq = fmaf(lambda, xi, -qr);  // off the critical path
+        const float d0 = omega_m1 * xi_prev;
+        const float eo = eta * omega;
         __syncthreads();
-        float e = 0.f;
-#pragma unroll
-        for (int i = 0; i < G::kGather; ++i) e += buf[gsub + 4 * i][row0 + gj];
-        e += __shfl_xor_sync(0xffffffffu, e, 8);
+        const float* col = &buf[gh * G::kGather][row0 + gj];
+        float e;
+        if constexpr (G::kGather == 4)
+          e = (col[0] + col[G::kPitch]) + (col[2 * G::kPitch] + col[3 * G::kPitch]);
+        else
+          e = col[0] + col[G::kPitch];
         e += __shfl_xor_sync(0xffffffffu, e, 16);
-        chebyshev_update(eta, omega, fmaf(lambda, xi, e), qr, xi, xi_prev);
+        // delta = eta omega ((H + lambda I) xi - q) + (omega - 1) xi_prev; xi <- omega xi - delta
+        const float delta = fmaf(eo, e + lq, d0);
+        xi_prev = xi;
+        xi = fmaf(omega, xi, -delta);
+        if (gh == 0) xs[gj] = xi;
+      };
+      for (int it = 0; it < n_tab; ++it) step(it, sm.omega[it], sm.omega_m1[it]);
+      if (p.num_iter > G::kTab) {  // the rest of the recurrence, in the loop
+        float om = sm.omega[G::kTab - 1];
+        for (int it = G::kTab; it < p.num_iter; ++it) {
+          om = chebyshev_next_omega(cheb_c, om);
+          step(it, om, om - 1.f);
+        }
       }
       x = xi;
     }
-    const float alpha = sm.scal[0];
+    const float alpha = scal[0];
     const float qt = fmaf(alpha, x - qr, qr);  // q~ = q + alpha (x - q)
+    if (gh == 0) sm.qts[row0 + gj] = qt;
 
-    // S <- gamma_s S + k v^T; o partials sum_r S[r][c] q~_r over this warp's rows
-    if constexpr (sizeof(TS) == 4 && kC == 4) {
-      if (j == 0) tiling::cp_async_wait<0>();  // this thread's own S elements
+    // S_new = gamma_s S + k v^T; o partials sum_r S_new[r][c] q~_r over this warp's rows
+    if constexpr (kAsyncS) {
+      if (j == 0 && !last) tiling::cp_async_wait<0>();
     }
-    const float gamma_s = sm.scal[2];
-    float vc[kC], op[kC];
+    __syncwarp();  // qts of this warp's rows written
+    float qtr[kR];
+    ld16(sm.qts + row0, qtr);
+    scaled_kv(kr, kc, vc);
+    float op[kC];
 #pragma unroll
-    for (int i = 0; i < kC; ++i) {
-      vc[i] = sm.tok[2][col0 + i] * vs;
-      op[i] = 0.f;
-    }
-    const bool last = j + 1 == len;
-    TS* s_out = s_pool + p.pool_s.offset(write, h);
+    for (int i = 0; i < kC; ++i) op[i] = 0.f;
 #pragma unroll
-    for (int r = 0; r < 8; ++r) {
-      const float kr = sm.tok[1][row0 + r] * ks;
-      const float qtr = __shfl_sync(0xffffffffu, qt, r);
+    for (int r = 0; r < kR; ++r) {
       float* srow = &sm.s_tile[(row0 + r) * D + col0];
       Vec<kC> s = ld_vec<kC>(srow);
 #pragma unroll
       for (int i = 0; i < kC; ++i) {
-        s.x[i] = fmaf(gamma_s, s.x[i], kr * vc[i]);
-        op[i] = fmaf(s.x[i], qtr, op[i]);
+        s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
+        op[i] = fmaf(s.x[i], qtr[r], op[i]);
       }
-      if (!last) st_vec<kC>(srow, s.x);
-      else if (store_final) st_state<TS, kC>(s_out + (row0 + r) * p.pool_s.stride_row + col0, s.x);
-      if (p.inter_s.data)
-        st_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
-                       (row0 + r) * p.inter_s.stride_row + col0,
-                   s.x);
+      if (!last) {
+        st_vec<kC>(srow, s.x);
+        if (p.inter_s.data)
+          st_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
+                         (row0 + r) * p.inter_s.stride_row + col0,
+                     s.x);
+      }
     }
     st_vec<kC>(&sm.opart[warp][col0], op);
     __syncthreads();  // (C) o partials visible; token inputs free for the next token
@@ -357,13 +492,13 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
                                 p.scale * o2[1]);
     }
   }
-  if constexpr (sizeof(TS) == 4 && kC == 4) {
+  if constexpr (kAsyncS) {
     if (len == 0) tiling::cp_async_wait<0>();
   }
   if (len == 0 && store_final) {  // no token: the states move to the write slot unchanged
     TS* s_out = s_pool + p.pool_s.offset(write, h);
 #pragma unroll
-    for (int r = 0; r < 8; ++r) {
+    for (int r = 0; r < kR; ++r) {
       const Vec<kC> s = ld_vec<kC>(&sm.s_tile[(row0 + r) * D + col0]);
       st_state<TS, kC>(s_out + (row0 + r) * p.pool_s.stride_row + col0, s.x);
     }
