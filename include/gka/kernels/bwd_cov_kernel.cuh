@@ -58,27 +58,30 @@
 GKA_NAMESPACE_BEGIN
 namespace kernels {
 
-constexpr int kBwdCovThreads = 256;  // 8 warps: 4 m16 row slabs x 2 column halves
+constexpr int kBwdCovThreads = 128;  // 4 warps: one m16 row slab each, full D-wide accumulators
 constexpr int kBwdCovChunk = 64;
 
+// Two CTAs per SM (228 KiB, 1 KiB reserved per CTA: <= 113 KiB of dynamic smem each; 2 x 128
+// threads x <= 255 registers): one chunk's staging round trips overlap the other's products. The
+// D x D states (Hbar, then G) go through a 64 x 64 piece slot (hi + lo, 16 KiB), (D/64)^2 pieces.
 template <int D>
 struct BwdCovSmem {
   static constexpr int kC = kBwdCovChunk;
   static constexpr int kTileKD = kC * D * 2;  // one bf16 [C][D] tile
-  static constexpr int kTileDD = D * D * 2;   // one bf16 [D][D] tile
-  static constexpr int kK = 0;                // K hi, lo
+  static constexpr int kPiece = 64;            // state pieces are kPiece x kPiece
+  static constexpr int kTileP = kPiece * kPiece * 2;
+  static constexpr int kK = 0;                // K hi, lo (lo unused for a bf16 K)
   static constexpr int kX = kK + 2 * kTileKD;
   static constexpr int kZ = kX + 2 * kTileKD;
-  static constexpr int kState = kZ + 2 * kTileKD;  // Hbar, then G = R + R^T (+ B), hi + lo
-  static constexpr int kScal = kState + 2 * kTileDD;
-  // per-row scalar arrays of C floats needed while the slot is live (F, w, u nu, s, z.Hbar x, and
-  // the block-reduction slots); the later ones (e, d, Y sums, dF) live in the dead slot
-  static constexpr int kNumScal = 7;
-  // + 1024: the base is aligned to 1024 B (SW128 tiles, conflict-free ldmatrix)
-  static constexpr int kBytes = kScal + kNumScal * kC * 4 + 1024;
+  static constexpr int kState = kZ + 2 * kTileKD;  // one piece of Hbar, then of G, hi + lo
+  static constexpr int kScal = kState + 2 * kTileP;
+  // per-row scalars needed while the slot is live (F, w then s in place, u nu, z.Hbar x); the late
+  // ones (e, d, Y sums, dF, block-reduction slots) live in the dead slot
+  static constexpr int kNumScal = 4;
+  static constexpr int kBytes = kScal + kNumScal * kC * 4;
   static_assert(kX % 1024 == 0 && kState % 1024 == 0, "SW128 tiles stay 1024-byte aligned");
-  static_assert(kBytes <= 163 * 1024, "one block per SM must fit the sm_80 opt-in limit (163 KiB)");
-  static_assert(11 * kC * 4 <= 2 * kTileDD, "the late scalars fit in the state slot");
+  static_assert(kBytes <= 113 * 1024, "two CTAs per SM (228 KiB, 1 KiB reserved per CTA)");
+  static_assert((9 * kC + 2 * (kBwdCovThreads / 32)) * 4 <= 2 * kTileP, "the late scalars fit in the slot");
 };
 
 namespace bwd_cov_detail {
@@ -90,17 +93,43 @@ GKA_DEVICE inline float4 load4(const __nv_bfloat16* p, int i) {
 }
 GKA_DEVICE inline float comp(const float4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
-// G = R + R^T (+ B) -> bf16 hi + lo tiles, summed in fp32 before the split. One 4 x 4 block per
-// step: R's block (a, b) and the transposed block (b, a) as float4 rows.
-// Also returns this thread's parts of <R, Hbar> (rh) and <B, Hbar> (bh), from the same loads.
+constexpr int kP = 64;  // state piece edge
+
+// The 64 x 64 piece (rows r0.., columns c0..) of a D x D state -> bf16 hi [+ lo] piece tiles.
+// All of a thread's loads in flight together.
+template <int D, int kThreads, bool kLo, class TState>
+GKA_DEVICE inline void stage_state_piece(const TState* __restrict__ src, int r0, int c0, uint8_t* hi, uint8_t* lo,
+                                         int tid) {
+  constexpr int kPer = kP * kP / 4 / kThreads;  // 4-element units per thread
+  float4 x[kPer];
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int q = tid + u * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
+    x[u] = load4(src + (r0 + row) * D + c0 + col, 0);
+  }
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int q = tid + u * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
+    uint32_t h0, l0, h1, l1;
+    tiling::split_bf16(x[u].x, x[u].y, h0, l0);
+    tiling::split_bf16(x[u].z, x[u].w, h1, l1);
+    const uint32_t off = tiling::SwizzledTile<kP, kP>::offset(row, col);
+    *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
+    if (kLo) *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
+  }
+}
+
+// The piece (r0.., c0..) of G = R + R^T (+ B) -> bf16 hi + lo piece tiles, summed in fp32 before
+// the split. One 4 x 4 block per step: R's block (a, b) and the transposed block (b, a) as float4
+// rows. Also adds this thread's parts of <R, Hbar> (rh) and <B, Hbar> (bh) from the same loads.
 template <int D, int kThreads, class TState>
-GKA_DEVICE inline void stage_sym_state(const float* __restrict__ R, const float* __restrict__ B,
-                                       const TState* __restrict__ H, uint8_t* hi, uint8_t* lo, int tid, float& rh,
-                                       float& bh) {
-  constexpr int kBlk = D / 4;
-#pragma unroll 2
+GKA_DEVICE inline void stage_sym_piece(const float* __restrict__ R, const float* __restrict__ B,
+                                       const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo, int tid,
+                                       float& rh, float& bh) {
+  constexpr int kBlk = kP / 4;
+#pragma unroll 1
   for (int q = tid; q < kBlk * kBlk; q += kThreads) {
-    const int a = 4 * (q / kBlk), bc = 4 * (q % kBlk);
+    const int pa = 4 * (q / kBlk), pb = 4 * (q % kBlk), a = r0 + pa, bc = c0 + pb;
     float4 rr[4], rt[4], bb[4], hh[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -119,47 +148,22 @@ GKA_DEVICE inline void stage_sym_state(const float* __restrict__ R, const float*
       uint32_t h0, l0, h1, l1;
       tiling::split_bf16(v[0], v[1], h0, l0);
       tiling::split_bf16(v[2], v[3], h1, l1);
-      const uint32_t off = tiling::SwizzledTile<D, D>::offset(a + i, bc);
+      const uint32_t off = tiling::SwizzledTile<kP, kP>::offset(pa + i, pb);
       *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
       *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
     }
   }
 }
 
-// Per-row dots of a 16 x D accumulator slice (rows m0 + r, m0 + r + 8) with the same rows of a
-// staged token tile (hi + lo): s0, s1 complete in every lane of the quad.
-template <int D, int Rows>
-GKA_DEVICE inline void row_dot(const float (&acc)[D / 8][4], const uint8_t* hi, const uint8_t* lo, int m0, int lane,
-                               float& s0, float& s1) {
+// Per-row dots of a 16 x 8NT accumulator slice (rows m0 + r, m0 + r + 8; columns n0..) with the same
+// rows / columns of a staged token tile (hi [+ lo]), added to s0, s1 (this lane's part; no quad
+// reduction: call quad_sum once after the last slice).
+template <int D, int Rows, int NT, bool kLo>
+GKA_DEVICE inline void row_dot_add(const float (&acc)[NT][4], const uint8_t* hi, const uint8_t* lo, int m0, int n0,
+                                   int lane, float& s0, float& s1) {
   const int r = lane >> 2, c = lane & 3;
-  s0 = 0.f;
-  s1 = 0.f;
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j) {
-    const int col = 8 * j + 2 * c;
-    const uint32_t oa = tiling::SwizzledTile<D, Rows>::offset(m0 + r, col);
-    const uint32_t ob = tiling::SwizzledTile<D, Rows>::offset(m0 + r + 8, col);
-    const uint32_t ha = *reinterpret_cast<const uint32_t*>(hi + oa), la = *reinterpret_cast<const uint32_t*>(lo + oa);
-    const uint32_t hb = *reinterpret_cast<const uint32_t*>(hi + ob), lb = *reinterpret_cast<const uint32_t*>(lo + ob);
-    s0 += acc[j][0] * (tiling::bf16_lo(ha) + tiling::bf16_lo(la)) + acc[j][1] * (tiling::bf16_hi(ha) + tiling::bf16_hi(la));
-    s1 += acc[j][2] * (tiling::bf16_lo(hb) + tiling::bf16_lo(lb)) + acc[j][3] * (tiling::bf16_hi(hb) + tiling::bf16_hi(lb));
-  }
-#pragma unroll
-  for (int o = 1; o < 4; o <<= 1) {
-    s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-    s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-  }
-}
-
-// The same over one half of the columns (NH n8 tiles from column n0); the tile's lo part only with kLo.
-template <int D, int Rows, int NH, bool kLo>
-GKA_DEVICE inline void row_dot_half(const float (&acc)[NH][4], const uint8_t* hi, const uint8_t* lo, int m0, int n0,
-                                    int lane, float& s0, float& s1) {
-  const int r = lane >> 2, c = lane & 3;
-  s0 = 0.f;
-  s1 = 0.f;
-#pragma unroll
-  for (int j = 0; j < NH; ++j) {
+  for (int j = 0; j < NT; ++j) {
     const int col = n0 + 8 * j + 2 * c;
     const uint32_t oa = tiling::SwizzledTile<D, Rows>::offset(m0 + r, col);
     const uint32_t ob = tiling::SwizzledTile<D, Rows>::offset(m0 + r + 8, col);
@@ -169,6 +173,8 @@ GKA_DEVICE inline void row_dot_half(const float (&acc)[NH][4], const uint8_t* hi
     s0 += acc[j][0] * (tiling::bf16_lo(ha) + tiling::bf16_lo(la)) + acc[j][1] * (tiling::bf16_hi(ha) + tiling::bf16_hi(la));
     s1 += acc[j][2] * (tiling::bf16_lo(hb) + tiling::bf16_lo(lb)) + acc[j][3] * (tiling::bf16_hi(hb) + tiling::bf16_hi(lb));
   }
+}
+GKA_DEVICE inline void quad_sum(float& s0, float& s1) {
 #pragma unroll
   for (int o = 1; o < 4; o <<= 1) {
     s0 += __shfl_xor_sync(0xffffffffu, s0, o);
@@ -183,11 +189,12 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   using Smem = BwdCovSmem<D>;
   using namespace tiling;
   using namespace bwd_cov_detail;
-  constexpr int C = kBwdCovChunk, NH = D / 16;  // n8 tiles of a warp's half of the D columns
+  constexpr int C = kBwdCovChunk, NT = D / 8;  // n8 tiles of the full D columns
+  constexpr int NQ = kP / 8, NP = D / kP;      // n8 tiles of a piece's columns; pieces per edge
   constexpr int kT = kBwdCovThreads, kW = kT / 32;
   constexpr bool kHLo = !std::is_same<TState, __nv_bfloat16>::value;  // a bf16 Hbar is exact
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
-  const int slab = warp & 3, hf = warp >> 2;  // rows 16 slab .., columns hf D/2 ..
+  const int slab = warp;  // rows 16 slab ..
   const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
@@ -206,21 +213,20 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   uint8_t* z_hi = smem + Smem::kZ;
   uint8_t* z_lo = z_hi + Smem::kTileKD;
   uint8_t* s_hi = smem + Smem::kState;
-  uint8_t* s_lo = s_hi + Smem::kTileDD;
+  uint8_t* s_lo = s_hi + Smem::kTileP;
   float* sc = reinterpret_cast<float*>(smem + Smem::kScal);
-  float* F = sc;                 // chunk-local cumsum of f
-  float* w_s = sc + 1 * C;       // w (0 past len or without bp_lambda)
-  float* unu_s = sc + 2 * C;     // u nu
-  float* s_s = sc + 3 * C;       // s_m = sum_{j>=m} e^{2(F_j - F_m)} w_j
-  float* gx_s = sc + 4 * C;      // [2 halves][C]: z_i . Hbar x_i
-  float* red = sc + 6 * C;       // block reduction slots [2][kW]
+  float* F = sc;              // chunk-local cumsum of f
+  float* s_s = sc + 1 * C;    // w (0 past len or without bp_lambda), then in place s_m = sum_{j>=m} e^{2(F_j - F_m)} w_j
+  float* unu_s = sc + 2 * C;  // u nu
+  float* gx_s = sc + 3 * C;   // z_i . Hbar x_i
   float* late = reinterpret_cast<float*>(s_hi);  // the state slot, once G k is formed
-  float* e_s = late;             // [2 halves][C] e_i
-  float* d_s = late + 2 * C;     // [2 halves][C] d_i
-  float* rowy_s = late + 4 * C;  // sum_l Y_il
-  float* coly_s = late + 5 * C;  // [4 slabs][C]: sum over the slab's rows of Y_li
-  float* df_s = late + 9 * C;    // dF_pre
-  float* rev_s = late + 10 * C;  // its reversed cumsum
+  float* e_s = late;             // e_i
+  float* d_s = late + 1 * C;     // d_i
+  float* rowy_s = late + 2 * C;  // sum_l Y_il
+  float* coly_s = late + 3 * C;  // [4 slabs][C]: sum over the slab's rows of Y_li
+  float* df_s = late + 7 * C;    // dF_pre
+  float* rev_s = late + 8 * C;   // its reversed cumsum
+  float* red = late + 9 * C;     // block reduction slots [2][kW]
 
   // ---- gates and per-token scalars ----------------------------------------------------------------
   if (warp == 0) {
@@ -230,98 +236,122 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   } else if (warp == 1) {
     for (int t = lane; t < C; t += 32) {
       const bool v = lam && t < len;
-      w_s[t] = v ? static_cast<const float*>(p.ws.w.data)[p.ws.w.offset(b, t0 + t, h)] : 0.f;
+      s_s[t] = v ? static_cast<const float*>(p.ws.w.data)[p.ws.w.offset(b, t0 + t, h)] : 0.f;
       unu_s[t] = v ? static_cast<const float*>(p.ws.unu.data)[p.ws.unu.offset(b, t0 + t, h)] : 0.f;
     }
   }
 
-  // ---- operand tiles: K (kv head), X, Z (query head), Hbar into the state slot ---------------------
+  // ---- operand tiles: K (kv head), X, Z (query head), Hbar's first piece into the state slot --------
   // lo tiles only where the operand is not bf16-exact (K from a bf16 input, a bf16 Hbar: no lo)
   stage_token_tile<C, D, kT, kKLo>(p.k, b, t0, hk, len, nullptr, k_hi, k_lo, tid);
   stage_token_tile<C, D, kT, true>(p.x, b, t0, h, len, nullptr, x_hi, x_lo, tid);
   stage_token_tile<C, D, kT, true>(p.ws.z, b, t0, h, len, nullptr, z_hi, z_lo, tid);
-  stage_state_tile<D, D, kT, kHLo>(hbar, s_hi, s_lo, tid);
+  stage_state_piece<D, kT, kHLo>(hbar, 0, 0, s_hi, s_lo, tid);
   __syncthreads();  // F, w, tiles visible
 
-  // s by a stable reverse recurrence (one thread, 64 steps: cheap next to the products)
+  // s by a stable reverse recurrence, in place over w (one thread, 64 steps: cheap next to the products)
   if (lam && tid == 0) {
     float s = 0.f;
     for (int m = C - 1; m >= 0; --m) {
-      s = m < len ? w_s[m] + (m + 1 < len ? gating::decay(2.f * F[m + 1], 2.f * F[m]) * s : 0.f) : 0.f;
+      s = m < len ? s_s[m] + (m + 1 < len ? gating::decay(2.f * F[m + 1], 2.f * F[m]) * s : 0.f) : 0.f;
       s_s[m] = s;
     }
   }
 
-  const int m0 = 16 * slab, ra = m0 + r, rb = ra + 8, n0 = hf * (D / 2);
+  const int m0 = 16 * slab, ra = m0 + r, rb = ra + 8;
   const SplitTile tK{smem_addr(k_hi), smem_addr(k_lo)}, tX{smem_addr(x_hi), smem_addr(x_lo)};
   const SplitTile tZ{smem_addr(z_hi), smem_addr(z_lo)}, tS{smem_addr(s_hi), smem_addr(s_lo)};
-  float dk[NH][4], tmp[NH][4];
-
-  // ---- Hbar: z_i . Hbar x_i, and the lambda part's b_i Hbar k_i -----------------------------------
-  {
-    zero_acc(tmp);
-    gemm_nk2<D, C, D, D, NH, true, kHLo>(tmp, tX, tS, m0, n0, lane);  // (Hbar x_i)_n, n in this half
-    float g0, g1;
-    row_dot_half<D, C, NH, true>(tmp, z_hi, z_lo, m0, n0, lane, g0, g1);
-    if (c == 0) {
-      gx_s[hf * C + ra] = g0;
-      gx_s[hf * C + rb] = g1;
-    }
-  }
+  float dk[NT][4];
   zero_acc(dk);
-  __syncthreads();  // s visible
-  if (lam) {
-    zero_acc(tmp);
-    gemm_nk2<D, C, D, D, NH, kKLo, kHLo>(tmp, tK, tS, m0, n0, lane);  // (Hbar k_i)_n
-    const float ba = ra < len ? __expf(F[ra]) * s_s[ra] : 0.f, bb = rb < len ? __expf(F[rb]) * s_s[rb] : 0.f;
+
+  // ---- Hbar, piece by piece (rows rh, columns ch: output columns rh of Hbar x, k-steps ch):
+  //      z_i . Hbar x_i, and the lambda part's b_i Hbar k_i ---------------------------------------------
+  {
+    float g0 = 0.f, g1 = 0.f;
+#pragma unroll  // dk's indices stay compile-time
+    for (int rh = 0; rh < NP; ++rh) {
+      float tx[NQ][4], tk[NQ][4];
+      zero_acc(tx);
+      zero_acc(tk);
+#pragma unroll 1
+      for (int ch = 0; ch < NP; ++ch) {
+        gemm_nk2_kpiece<kP, D, C, kP, kP, NQ, true, kHLo>(tx, tX, tS, m0, kP * ch, 0, lane);  // (Hbar x_i)_n
+        if (lam) gemm_nk2_kpiece<kP, D, C, kP, kP, NQ, kKLo, kHLo>(tk, tK, tS, m0, kP * ch, 0, lane);  // (Hbar k_i)_n
+        __syncthreads();  // the piece is consumed (and s is visible)
+        const int q = rh * NP + ch + 1;
+        if (q < NP * NP) {
+          stage_state_piece<D, kT, kHLo>(hbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid);
+          __syncthreads();
+        }
+      }
+      row_dot_add<D, C, NQ, true>(tx, z_hi, z_lo, m0, kP * rh, lane, g0, g1);
+      if (lam) {
+        const float ba = ra < len ? __expf(F[ra]) * s_s[ra] : 0.f, bb = rb < len ? __expf(F[rb]) * s_s[rb] : 0.f;
 #pragma unroll
-    for (int j = 0; j < NH; ++j) {
-      dk[j][0] = ba * tmp[j][0];
-      dk[j][1] = ba * tmp[j][1];
-      dk[j][2] = bb * tmp[j][2];
-      dk[j][3] = bb * tmp[j][3];
+        for (int j = 0; j < NQ; ++j) {
+          dk[rh * NQ + j][0] = ba * tk[j][0];
+          dk[rh * NQ + j][1] = ba * tk[j][1];
+          dk[rh * NQ + j][2] = bb * tk[j][2];
+          dk[rh * NQ + j][3] = bb * tk[j][3];
+        }
+      }
+    }
+    quad_sum(g0, g1);
+    if (c == 0) {
+      gx_s[ra] = g0;
+      gx_s[rb] = g1;
     }
   }
-  __syncthreads();  // the slot is free: G = R + R^T (+ B) takes it
+
+  // ---- tau_i G k_i; e_i = 1/2 tau_i k_i . G k_i, G = R + R^T (+ B) piece by piece; <R, Hbar> and
+  //      <B, Hbar> (plain block reduction, fixed order) from the loads that stage G -----------------------
+  const float Fend = F[len - 1];
+  const float ta = ra < len ? gating::decay(Fend, F[ra]) : 0.f, tb = rb < len ? gating::decay(Fend, F[rb]) : 0.f;
+  float rhs = 0.f, bhs = 0.f;
   {
-    // <R, Hbar> and <B, Hbar> (plain block reduction, fixed order) from the loads that stage G
-    float rh = 0.f, bh = 0.f;
-    stage_sym_state<D, kT>(rbar, btil, hbar, s_hi, s_lo, tid, rh, bh);
+    float e0 = 0.f, e1 = 0.f;
+    stage_sym_piece<D, kT>(rbar, btil, hbar, 0, 0, s_hi, s_lo, tid, rhs, bhs);
+    __syncthreads();
+#pragma unroll  // dk's indices stay compile-time
+    for (int rh = 0; rh < NP; ++rh) {
+      float tg[NQ][4];
+      zero_acc(tg);
+#pragma unroll 1
+      for (int ch = 0; ch < NP; ++ch) {
+        gemm_nk2_kpiece<kP, D, C, kP, kP, NQ, kKLo, true>(tg, tK, tS, m0, kP * ch, 0, lane);
+        __syncthreads();  // the piece is consumed (after the last one: the late scalars take the slot)
+        const int q = rh * NP + ch + 1;
+        if (q < NP * NP) {
+          stage_sym_piece<D, kT>(rbar, btil, hbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, rhs, bhs);
+          __syncthreads();
+        }
+      }
+      row_dot_add<D, C, NQ, kKLo>(tg, k_hi, k_lo, m0, kP * rh, lane, e0, e1);
+#pragma unroll
+      for (int j = 0; j < NQ; ++j) {
+        dk[rh * NQ + j][0] += ta * tg[j][0];
+        dk[rh * NQ + j][1] += ta * tg[j][1];
+        dk[rh * NQ + j][2] += tb * tg[j][2];
+        dk[rh * NQ + j][3] += tb * tg[j][3];
+      }
+    }
+    quad_sum(e0, e1);
+    if (c == 0) {
+      e_s[ra] = 0.5f * ta * e0;
+      e_s[rb] = 0.5f * tb * e1;
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
-      rh += __shfl_xor_sync(0xffffffffu, rh, o);
-      bh += __shfl_xor_sync(0xffffffffu, bh, o);
+      rhs += __shfl_xor_sync(0xffffffffu, rhs, o);
+      bhs += __shfl_xor_sync(0xffffffffu, bhs, o);
     }
     if (lane == 0) {
-      red[warp] = rh;
-      red[kW + warp] = bh;
-    }
-  }
-  __syncthreads();
-
-  // ---- tau_i G k_i; e_i = 1/2 tau_i k_i . G k_i ------------------------------------------------------
-  const float Fend = F[len - 1];
-  {
-    zero_acc(tmp);
-    gemm_nk2<D, C, D, D, NH, kKLo, true>(tmp, tK, tS, m0, n0, lane);
-    __syncthreads();  // G is dead in every warp: the late scalars take the slot
-    const float ta = ra < len ? gating::decay(Fend, F[ra]) : 0.f, tb = rb < len ? gating::decay(Fend, F[rb]) : 0.f;
-    float e0, e1;
-    row_dot_half<D, C, NH, kKLo>(tmp, k_hi, k_lo, m0, n0, lane, e0, e1);
-    if (c == 0) {
-      e_s[hf * C + ra] = 0.5f * ta * e0;
-      e_s[hf * C + rb] = 0.5f * tb * e1;
-    }
-#pragma unroll
-    for (int j = 0; j < NH; ++j) {
-      dk[j][0] += ta * tmp[j][0];
-      dk[j][1] += ta * tmp[j][1];
-      dk[j][2] += tb * tmp[j][2];
-      dk[j][3] += tb * tmp[j][3];
+      red[warp] = rhs;
+      red[kW + warp] = bhs;
     }
   }
 
-  // ---- lambda part, intra: ((K K^T) o W) K (the score tile is formed by both column halves) --------
+  // ---- lambda part, intra: ((K K^T) o W) K ------------------------------------------------------------
   if (lam) {
     float S[C / 8][4];
     zero_acc(S);
@@ -336,14 +366,15 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
       }
     uint32_t ah[C / 16][4], al[C / 16][4];
     acc_to_a_split_all<C>(S, ah, al);
-    gemm_rkn2<C, D, C, NH, true, kKLo>(dk, ah, al, tK, n0, lane);
+    gemm_rkn2<C, D, C, NT, true, kKLo>(dk, ah, al, tK, 0, lane);
   }
   {
-    float d0, d1;
-    row_dot_half<D, C, NH, kKLo>(dk, k_hi, k_lo, m0, n0, lane, d0, d1);
+    float d0 = 0.f, d1 = 0.f;
+    row_dot_add<D, C, NT, kKLo>(dk, k_hi, k_lo, m0, 0, lane, d0, d1);
+    quad_sum(d0, d1);
     if (c == 0) {
-      d_s[hf * C + ra] = 0.5f * d0;
-      d_s[hf * C + rb] = 0.5f * d1;
+      d_s[ra] = 0.5f * d0;
+      d_s[rb] = 0.5f * d1;
     }
   }
 
@@ -374,34 +405,28 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
       col[j][0] = y[0] + y[2];
       col[j][1] = y[1] + y[3];
     }
-    if (hf == 0) {  // both halves hold the same Y: one writes its sums
+    quad_sum(ya, yb);
 #pragma unroll
-      for (int o = 1; o < 4; o <<= 1) {
-        ya += __shfl_xor_sync(0xffffffffu, ya, o);
-        yb += __shfl_xor_sync(0xffffffffu, yb, o);
-      }
+    for (int j = 0; j < C / 8; ++j)
 #pragma unroll
-      for (int j = 0; j < C / 8; ++j)
+      for (int e = 0; e < 2; ++e)
 #pragma unroll
-        for (int e = 0; e < 2; ++e)
-#pragma unroll
-          for (int o = 4; o < 32; o <<= 1) col[j][e] += __shfl_xor_sync(0xffffffffu, col[j][e], o);
-      if (c == 0) {
-        rowy_s[ra] = ya;
-        rowy_s[rb] = yb;
-      }
-      if (r == 0)
-#pragma unroll
-        for (int j = 0; j < C / 8; ++j) {
-          coly_s[slab * C + 8 * j + 2 * c] = col[j][0];
-          coly_s[slab * C + 8 * j + 2 * c + 1] = col[j][1];
-        }
+        for (int o = 4; o < 32; o <<= 1) col[j][e] += __shfl_xor_sync(0xffffffffu, col[j][e], o);
+    if (c == 0) {
+      rowy_s[ra] = ya;
+      rowy_s[rb] = yb;
     }
+    if (r == 0)
+#pragma unroll
+      for (int j = 0; j < C / 8; ++j) {
+        coly_s[slab * C + 8 * j + 2 * c] = col[j][0];
+        coly_s[slab * C + 8 * j + 2 * c + 1] = col[j][1];
+      }
     uint32_t ah[C / 16][4], al[C / 16][4];
     acc_to_a_split_all<C>(P, ah, al);
-    gemm_rkn2<C, D, C, NH, true, true>(dk, ah, al, tZ, n0, lane, slab);
+    gemm_rkn2<C, D, C, NT, true, true>(dk, ah, al, tZ, 0, lane, slab);
     acc_to_a_split_all<C>(Q, ah, al);
-    gemm_rkn2<C, D, C, NH, true, true>(dk, ah, al, tX, n0, lane, slab);
+    gemm_rkn2<C, D, C, NT, true, true>(dk, ah, al, tX, 0, lane, slab);
   }
 
   // ---- dk^H = -dk_pre, added to the GLA part (same thread reads and writes each element) -------------
@@ -411,9 +436,9 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
     for (int half = 0; half < 2; ++half) {
       const int row = half ? rb : ra;
       if (row >= len) continue;
-      float* dst = dkw + p.ws.dk.offset(b, t0 + row, h) + n0 + 2 * c;
+      float* dst = dkw + p.ws.dk.offset(b, t0 + row, h) + 2 * c;
 #pragma unroll
-      for (int j = 0; j < NH; ++j) {
+      for (int j = 0; j < NT; ++j) {
         float2 v = *reinterpret_cast<float2*>(dst + 8 * j);
         v.x -= dk[j][2 * half];
         v.y -= dk[j][2 * half + 1];
@@ -428,18 +453,18 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
     const int i = tid;
     float dF = 0.f;
     if (i < len) {
-      dF = (coly_s[i] + coly_s[C + i] + coly_s[2 * C + i] + coly_s[3 * C + i]) - rowy_s[i] +
-           __expf(F[i]) * (gx_s[i] + gx_s[C + i]) - (d_s[i] + d_s[C + i]) + unu_s[i];
+      dF = (coly_s[i] + coly_s[C + i] + coly_s[2 * C + i] + coly_s[3 * C + i]) - rowy_s[i] + __expf(F[i]) * gx_s[i] -
+           d_s[i] + unu_s[i];
       if (i == len - 1) {
         float es = 0.f;
-        for (int l = 0; l < len; ++l) es += e_s[l] + e_s[C + l];
-        float rhs = 0.f, bhs = 0.f;
+        for (int l = 0; l < len; ++l) es += e_s[l];
+        float rs = 0.f, bs = 0.f;
 #pragma unroll
         for (int q = 0; q < kW; ++q) {
-          rhs += red[q];
-          bhs += red[kW + q];
+          rs += red[q];
+          bs += red[kW + q];
         }
-        dF += es + __expf(Fend) * (rhs + 0.5f * bhs);
+        dF += es + __expf(Fend) * (rs + 0.5f * bs);
       }
     }
     df_s[i] = dF;
@@ -465,9 +490,10 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
 }
 
 template <int D, class TState>
-__global__ void __launch_bounds__(kBwdCovThreads, 1) bwd_cov_kernel(BackwardParams p) {
-  extern __shared__ __align__(128) uint8_t smem_raw[];
-  uint8_t* smem = smem_raw + ((1024u - (tiling::smem_addr(smem_raw) & 1023u)) & 1023u);
+__global__ void __launch_bounds__(kBwdCovThreads, 2) bwd_cov_kernel(BackwardParams p) {
+  // no alignment padding (the layout is exactly 113 KiB at D = 128): SW128 tiles only need
+  // 128-byte alignment for conflict-free ldmatrix (the swizzle is applied to tile offsets)
+  extern __shared__ __align__(1024) uint8_t smem[];
   // a bf16 K is exact in bf16: no lo tile, no lo products (bitwise the same results)
   if (p.k.dtype == DType::kBF16) bwd_cov_body<D, TState, false>(p, smem);
   else bwd_cov_body<D, TState, true>(p, smem);

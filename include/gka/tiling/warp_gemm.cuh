@@ -169,6 +169,41 @@ GKA_DEVICE inline void gemm_kn2(float (&acc)[NT][4], SplitTile a, SplitTile b, i
   gemm_rkn2<K, BCols, BRows, NT, kALo, kBLo>(acc, ah, al, b, n0, lane);
 }
 
+// A k-piece of gemm_nk2: the k-steps [ak0, ak0 + KP) of A (a full <ACols, ARows> tile) against B,
+// a <BCols = KP, BRows> tile that holds only those k columns of the operand (a piece of a larger
+// operand staged on its own, e.g. a 64 x 64 block of a D x D state). The products and their order
+// per k-step are gemm_nk2's: running the pieces over ak0 = 0, KP, .. into the same accumulators
+// gives bitwise gemm_nk2's result over the whole K.
+template <int KP, int ACols, int ARows, int BCols, int BRows, int NT, bool kALo, bool kBLo>
+GKA_DEVICE inline void gemm_nk2_kpiece(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int ak0, int n0,
+                                       int lane) {
+  static_assert(NT % 2 == 0, "n8 tiles come in pairs");
+  static_assert(BCols == KP, "B holds exactly the piece's k columns");
+#pragma unroll
+  for (int kt = 0; kt < KP / 16; ++kt) {
+    uint32_t ah[4], al[4];
+    load_a<ACols, ARows>(a.hi, m0, ak0 + 16 * kt, lane, ah);
+    if constexpr (kALo) load_a<ACols, ARows>(a.lo, m0, ak0 + 16 * kt, lane, al);
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t bh[4];
+      load_b_nk<BCols, BRows>(b.hi, n0 + 16 * np, 16 * kt, lane, bh);
+      mma_bf16(acc[2 * np], ah, bh[0], bh[1]);
+      mma_bf16(acc[2 * np + 1], ah, bh[2], bh[3]);
+      if constexpr (kALo) {
+        mma_bf16(acc[2 * np], al, bh[0], bh[1]);
+        mma_bf16(acc[2 * np + 1], al, bh[2], bh[3]);
+      }
+      if constexpr (kBLo) {
+        uint32_t bl[4];
+        load_b_nk<BCols, BRows>(b.lo, n0 + 16 * np, 16 * kt, lane, bl);
+        mma_bf16(acc[2 * np], ah, bl[0], bl[1]);
+        mma_bf16(acc[2 * np + 1], ah, bl[2], bl[3]);
+      }
+    }
+  }
+}
+
 // A score tile held in accumulators (16 x K, K/8 n8 tiles) -> A fragments of K/16 k-steps, split.
 template <int K>
 GKA_DEVICE inline void acc_to_a_split_all(const float (&s)[K / 8][4], uint32_t (&ah)[K / 16][4],
