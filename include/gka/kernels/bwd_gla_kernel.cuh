@@ -33,6 +33,7 @@
 
 #include <cstdint>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "gka/config.h"
 #include "gka/gating/gates.cuh"
@@ -46,22 +47,27 @@
 GKA_NAMESPACE_BEGIN
 namespace kernels {
 
-constexpr int kBwdGlaThreads = 256;  // 8 warps: 4 m16 row slabs x 2 column halves
+constexpr int kBwdGlaThreads = 128;  // 4 warps: one m16 row slab each, full D-wide accumulators
 constexpr int kBwdGlaChunk = 64;
 
+// Two CTAs per SM (<= 113 KiB of dynamic smem each; 2 x 128 threads x <= 255 registers): one
+// chunk's staging round trips overlap the other's products. S^ goes through a 64 x 64 piece slot
+// (hi + lo, 16 KiB), (D/64)^2 pieces per product. Region A holds V and K (bf16 k, v, do: hi only,
+// both resident) or V (hi + lo) for dk^S and then K (hi + lo) for dv.
 template <int D>
 struct BwdGlaSmem {
-  static constexpr int kTileKD = kBwdGlaChunk * D * 2;  // one bf16 [C][D] tile
-  static constexpr int kTileDD = D * D * 2;             // one bf16 [D][D] tile
-  static constexpr int kS = 0;                          // S^ hi, lo
-  static constexpr int kK = kS + 2 * kTileDD;           // then K, V, Q~, dO: hi, lo each
-  static constexpr int kV = kK + 2 * kTileKD;
-  static constexpr int kQ = kV + 2 * kTileKD;
-  static constexpr int kO = kQ + 2 * kTileKD;
-  static constexpr int kScal = kO + 2 * kTileKD;
-  // G, dG, per-row end-term parts, block reduction slots
-  static constexpr int kBytes = kScal + (5 * kBwdGlaChunk + 8) * 4;
-  static_assert(kBytes <= 227 * 1024, "one CTA per SM at most");
+  static constexpr int kC = kBwdGlaChunk;
+  static constexpr int kTileKD = kC * D * 2;  // one bf16 [C][D] tile
+  static constexpr int kPiece = 64;
+  static constexpr int kTileP = kPiece * kPiece * 2;
+  static constexpr int kQ = 0;                   // Q~ hi, lo
+  static constexpr int kO = kQ + 2 * kTileKD;    // dO hi, lo (lo unused when bf16)
+  static constexpr int kA = kO + 2 * kTileKD;    // V hi, K hi (bf16) | V hi, lo, then K hi, lo
+  static constexpr int kS = kA + 2 * kTileKD;    // one piece of S^, hi + lo
+  static constexpr int kScal = kS + 2 * kTileP;
+  // G, dG parts, end-term parts, block reduction slots
+  static constexpr int kBytes = kScal + (3 * kC + 8) * 4;
+  static_assert(kBytes <= 113 * 1024, "two CTAs per SM (228 KiB, 1 KiB reserved per CTA)");
 };
 
 namespace bwd_gla_detail {
@@ -69,6 +75,56 @@ GKA_DEVICE inline float4 load4(const float* p, int i) { return __ldg(reinterpret
 GKA_DEVICE inline float4 load4(const __nv_bfloat16* p, int i) {
   const uint2 u = __ldg(reinterpret_cast<const uint2*>(p) + i);
   return make_float4(tiling::bf16_lo(u.x), tiling::bf16_hi(u.x), tiling::bf16_lo(u.y), tiling::bf16_hi(u.y));
+}
+constexpr int kP = 64;  // S^ piece edge
+
+// The 64 x 64 piece (rows r0.., columns c0..) of S^ (fp32) -> bf16 hi + lo piece tiles; with kDot
+// also adds this thread's part of <S^, S-bar> over the piece, from the same batch of loads.
+template <int D, int kThreads, bool kDot, class TState>
+GKA_DEVICE inline void stage_shat_piece(const float* __restrict__ shat, const TState* __restrict__ sbar, int r0,
+                                        int c0, uint8_t* hi, uint8_t* lo, int tid, float& part) {
+  constexpr int kAll = kP * kP / 4 / kThreads;
+  // runs while a D-wide accumulator is live: at most 8 float4 in flight per thread
+  constexpr int kPer = kDot ? (kAll < 4 ? kAll : 4) : (kAll < 8 ? kAll : 8);
+  static_assert(kAll % kPer == 0, "batches");
+#pragma unroll 1
+  for (int u0 = 0; u0 < kAll; u0 += kPer) {
+  float4 sv[kPer], bv[kPer];
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int q = tid + (u0 + u) * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
+    sv[u] = load4(shat + (r0 + row) * D + c0 + col, 0);
+    if (kDot) bv[u] = load4(sbar + (r0 + row) * D + c0 + col, 0);
+  }
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int q = tid + (u0 + u) * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
+    if (kDot) part += sv[u].x * bv[u].x + sv[u].y * bv[u].y + sv[u].z * bv[u].z + sv[u].w * bv[u].w;
+    uint32_t h0, l0, h1, l1;
+    tiling::split_bf16(sv[u].x, sv[u].y, h0, l0);
+    tiling::split_bf16(sv[u].z, sv[u].w, h1, l1);
+    const uint32_t off = tiling::SwizzledTile<kP, kP>::offset(row, col);
+    *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
+    *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
+  }
+  }
+}
+
+// Two consecutive elements (col, col + 1) of a token vector as floats (any input dtype).
+GKA_DEVICE inline float2 token2(const TokenTensor& t, int64_t b, int64_t tok, int64_t head, int col) {
+  const int64_t o = t.offset(b, tok, head) + col;
+  switch (t.dtype) {
+    case DType::kFP32: return *reinterpret_cast<const float2*>(static_cast<const float*>(t.data) + o);
+    case DType::kFP16: return __half22float2(*reinterpret_cast<const __half2*>(static_cast<const __half*>(t.data) + o));
+    case DType::kFP64: {
+      const double* d = static_cast<const double*>(t.data) + o;
+      return make_float2(static_cast<float>(d[0]), static_cast<float>(d[1]));
+    }
+    default: {
+      const uint32_t u = *reinterpret_cast<const uint32_t*>(static_cast<const __nv_bfloat16*>(t.data) + o);
+      return make_float2(tiling::bf16_lo(u), tiling::bf16_hi(u));
+    }
+  }
 }
 }  // namespace bwd_gla_detail
 
@@ -78,12 +134,14 @@ template <int D, class TState, bool kLo16>
 GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   using Smem = BwdGlaSmem<D>;
   using namespace tiling;
+  using namespace bwd_gla_detail;
   constexpr int C = kBwdGlaChunk;
-  constexpr int NS = C / 8;   // n8 tiles of a warp's score rows
-  constexpr int NH = D / 16;  // n8 tiles of a warp's half of the D columns
+  constexpr int NS = C / 8;  // n8 tiles of a warp's score rows
+  constexpr int NT = D / 8;  // n8 tiles of the D columns
+  constexpr int NQ = kP / 8, NP = D / kP;
   constexpr int kT = kBwdGlaThreads, kW = kT / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
-  const int slab = warp & 3, hf = warp >> 2;  // rows 16 slab .., output columns hf D/2 ..
+  const int slab = warp;  // rows 16 slab ..
   const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
@@ -95,48 +153,25 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   const TState* sbar = static_cast<const TState*>(p.states_s) + (cidx * p.heads_q + h) * D * D;
 
   uint8_t* s_hi = smem + Smem::kS;
-  uint8_t* k_hi = smem + Smem::kK;
-  uint8_t* v_hi = smem + Smem::kV;
+  uint8_t* s_lo = s_hi + Smem::kTileP;
   uint8_t* q_hi = smem + Smem::kQ;
   uint8_t* o_hi = smem + Smem::kO;
+  uint8_t* v_hi = smem + Smem::kA;  // V hi, then (kLo16) V lo; K after V (kLo16) or beside it
+  uint8_t* k_hi = kLo16 ? v_hi : v_hi + Smem::kTileKD;
   float* G = reinterpret_cast<float*>(smem + Smem::kScal);
-  float* dG = G + C;         // [2 halves][C]: k_j . dk^S_j
-  float* e_row = dG + 2 * C;  // [2 halves][C]: e^{G_C' - G_j} k_j^T S^ v_j
-  float* red = e_row + 2 * C;
+  float* dG = G + C;         // k_j . dk^S_j
+  float* e_row = dG + C;     // e^{G_C' - G_j} k_j^T S^ v_j
+  float* red = e_row + C;
 
   if (warp == 0) {
     for (int t = lane; t < C; t += 32) G[t] = t < len ? p.gate_s.at(b, t0 + t, h) : 0.f;
     __syncwarp();
     gating::warp_cumsum64(G, len, lane);
   }
-  // S^ -> bf16 hi + lo tiles, and <S^, S-bar_n> (fixed-order partial sums, deterministic) from the
-  // same loads: every 16-byte load of both states in flight together
-  {
-    constexpr int kPer = D * D / 4 / kT;
-    float4 sv[kPer], bv[kPer];
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) {
-      sv[u] = bwd_gla_detail::load4(shat, tid + u * kT);
-      bv[u] = bwd_gla_detail::load4(sbar, tid + u * kT);
-    }
-    float part = 0.f;
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) {
-      const int i = tid + u * kT, row = (4 * i) / D, col = (4 * i) % D;
-      part += sv[u].x * bv[u].x + sv[u].y * bv[u].y + sv[u].z * bv[u].z + sv[u].w * bv[u].w;
-      uint32_t h0, l0, h1, l1;
-      split_bf16(sv[u].x, sv[u].y, h0, l0);
-      split_bf16(sv[u].z, sv[u].w, h1, l1);
-      const uint32_t off = SwizzledTile<D, D>::offset(row, col);
-      *reinterpret_cast<uint2*>(s_hi + off) = make_uint2(h0, h1);
-      *reinterpret_cast<uint2*>(s_hi + Smem::kTileDD + off) = make_uint2(l0, l1);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-    if (lane == 0) red[warp] = part;
-  }
+  // S^'s first piece (and its part of <S^, S-bar_n>), the token tiles
+  float part = 0.f;  // <S^, S-bar_n>: fixed-order partial sums (deterministic)
+  stage_shat_piece<D, kT, true>(shat, sbar, 0, 0, s_hi, s_lo, tid, part);
   if constexpr (kLo16) {
-    stage_token_tile<C, D, kT, true>(p.k, b, t0, hk, len, nullptr, k_hi, k_hi + Smem::kTileKD, tid);
     stage_token_tile<C, D, kT, true>(p.v, b, t0, hk, len, nullptr, v_hi, v_hi + Smem::kTileKD, tid);
     stage_token_tile<C, D, kT, true>(p.d_o, b, t0, h, len, nullptr, o_hi, o_hi + Smem::kTileKD, tid);
   } else {  // three bf16 tiles, raw copies, all loads in flight together
@@ -149,19 +184,19 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   stage_token_tile<C, D, kT, true>(p.ws.qmix, b, t0, h, len, nullptr, q_hi, q_hi + Smem::kTileKD, tid);
   __syncthreads();
 
-  const SplitTile tS{smem_addr(s_hi), smem_addr(s_hi + Smem::kTileDD)};
+  const SplitTile tS{smem_addr(s_hi), smem_addr(s_lo)};
   const SplitTile tK{smem_addr(k_hi), smem_addr(k_hi + Smem::kTileKD)};
   const SplitTile tV{smem_addr(v_hi), smem_addr(v_hi + Smem::kTileKD)};
   const SplitTile tQ{smem_addr(q_hi), smem_addr(q_hi + Smem::kTileKD)};
   const SplitTile tO{smem_addr(o_hi), smem_addr(o_hi + Smem::kTileKD)};
-  const int m0 = 16 * slab, ja = m0 + r, jb = ja + 8, n0 = hf * (D / 2);
+  const int m0 = 16 * slab, ja = m0 + r, jb = ja + 8;
   const float gend = G[len - 1];
   // e^{G_C' - G_j}, 0 on padded rows
   const float dec_a = ja < len ? expf(gend - G[ja]) : 0.f, dec_b = jb < len ? expf(gend - G[jb]) : 0.f;
 
-  auto row_scale = [&](float (&a)[NH][4]) {
+  auto row_scale = [&](float (&a)[NT][4]) {
 #pragma unroll
-    for (int j = 0; j < NH; ++j) {
+    for (int j = 0; j < NT; ++j) {
       a[j][0] *= dec_a; a[j][1] *= dec_a; a[j][2] *= dec_b; a[j][3] *= dec_b;
     }
   };
@@ -177,20 +212,25 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
       }
     acc_to_a_split_all<C>(sc, ah, al);
   };
-  // k_j . a_j over this warp's column half for rows ja, jb (k as staged), reduced over the quad
-  auto kdot = [&](const float (&a)[NH][4], float& da, float& db) {
+  // k_j . a_j for rows ja, jb, reduced over the quad: k as staged (bf16: exact), or, while V holds
+  // region A (kLo16), k read from global memory (the unrounded input)
+  auto kdot = [&](const float (&a)[NT][4], float& da, float& db) {
     da = 0.f;
     db = 0.f;
 #pragma unroll
-    for (int j = 0; j < NH; ++j) {
-      const int col = n0 + 8 * j + 2 * c;
-      const uint32_t oa = SwizzledTile<D, C>::offset(ja, col), ob = SwizzledTile<D, C>::offset(jb, col);
-      const uint32_t ha = *reinterpret_cast<const uint32_t*>(k_hi + oa);
-      const uint32_t la = kLo16 ? *reinterpret_cast<const uint32_t*>(k_hi + Smem::kTileKD + oa) : 0u;
-      const uint32_t hb = *reinterpret_cast<const uint32_t*>(k_hi + ob);
-      const uint32_t lb = kLo16 ? *reinterpret_cast<const uint32_t*>(k_hi + Smem::kTileKD + ob) : 0u;
-      da += (bf16_lo(ha) + bf16_lo(la)) * a[j][0] + (bf16_hi(ha) + bf16_hi(la)) * a[j][1];
-      db += (bf16_lo(hb) + bf16_lo(lb)) * a[j][2] + (bf16_hi(hb) + bf16_hi(lb)) * a[j][3];
+    for (int j = 0; j < NT; ++j) {
+      const int col = 8 * j + 2 * c;
+      if constexpr (kLo16) {
+        const float2 ka = ja < len ? token2(p.k, b, t0 + ja, hk, col) : make_float2(0.f, 0.f);
+        const float2 kb = jb < len ? token2(p.k, b, t0 + jb, hk, col) : make_float2(0.f, 0.f);
+        da += ka.x * a[j][0] + ka.y * a[j][1];
+        db += kb.x * a[j][2] + kb.y * a[j][3];
+      } else {
+        const uint32_t ha = *reinterpret_cast<const uint32_t*>(k_hi + SwizzledTile<D, C>::offset(ja, col));
+        const uint32_t hb = *reinterpret_cast<const uint32_t*>(k_hi + SwizzledTile<D, C>::offset(jb, col));
+        da += bf16_lo(ha) * a[j][0] + bf16_hi(ha) * a[j][1];
+        db += bf16_lo(hb) * a[j][2] + bf16_hi(hb) * a[j][3];
+      }
     }
 #pragma unroll
     for (int o = 1; o < 4; o <<= 1) {
@@ -198,62 +238,99 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
       db += __shfl_xor_sync(0xffffffffu, db, o);
     }
   };
-  auto store_rows = [&](const TokenTensor& out, const float (&a)[NH][4]) {
-    float* pa = static_cast<float*>(out.data) + out.offset(b, t0 + ja, h) + n0 + 2 * c;
-    float* pb = static_cast<float*>(out.data) + out.offset(b, t0 + jb, h) + n0 + 2 * c;
+  auto store_rows = [&](const TokenTensor& out, const float (&a)[NT][4]) {
+    float* pa = static_cast<float*>(out.data) + out.offset(b, t0 + ja, h) + 2 * c;
+    float* pb = static_cast<float*>(out.data) + out.offset(b, t0 + jb, h) + 2 * c;
 #pragma unroll
-    for (int j = 0; j < NH; ++j) {
+    for (int j = 0; j < NT; ++j) {
       if (ja < len) *reinterpret_cast<float2*>(pa + 8 * j) = make_float2(a[j][0], a[j][1]);
       if (jb < len) *reinterpret_cast<float2*>(pb + 8 * j) = make_float2(a[j][2], a[j][3]);
     }
   };
 
-  float acc[NH][4];
+  float acc[NT][4];
   float sc[NS][4];
   uint32_t ah[C / 16][4], al[C / 16][4];
 
   // ---- dk^S -------------------------------------------------------------------------------------
+  // sum_val S^[key][val] v_j[val], piece by piece (rows: output keys rh, columns: k-steps ch);
+  // piece 0 is staged, every later one after the previous is consumed
   zero_acc(acc);
-  gemm_nk2<D, C, D, D, NH, kLo16, true>(acc, tV, tS, m0, n0, lane);  // sum_val S^[key][val] v_j[val]
+#pragma unroll  // acc's indices stay compile-time
+  for (int rh = 0; rh < NP; ++rh)
+#pragma unroll 1
+    for (int ch = 0; ch < NP; ++ch) {
+      gemm_nk2_kpiece<kP, D, C, kP, kP, NQ, kLo16, true>(*reinterpret_cast<float(*)[NQ][4]>(&acc[rh * NQ][0]), tV,
+                                                         tS, m0, kP * ch, 0, lane);
+      __syncthreads();
+      const int q = rh * NP + ch + 1;
+      if (q < NP * NP) {
+        stage_shat_piece<D, kT, true>(shat, sbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, part);
+        __syncthreads();
+      }
+    }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+  if (lane == 0) red[warp] = part;
+  // S^'s first piece again (for dv; the slot is free; with one piece it is still there)
+  if constexpr (NP > 1) stage_shat_piece<D, kT, false>(shat, sbar, 0, 0, s_hi, s_lo, tid, part);
   row_scale(acc);
   {
-    float ea, eb;  // the end term's per-token parts (this half)
+    float ea, eb;  // the end term's per-token parts
     kdot(acc, ea, eb);
     if (c == 0) {
-      e_row[hf * C + ja] = ea;
-      e_row[hf * C + jb] = eb;
+      e_row[ja] = ea;
+      e_row[jb] = eb;
     }
   }
   // the mask keeps i >= j: the slab's rows need score columns / k-steps >= 16 slab only
   zero_acc(sc);
   gemm_nk2<D, C, D, C, NS, kLo16, kLo16>(sc, tV, tO, m0, 0, lane, slab);  // v_j . do_i
   mask_split(sc, ah, al);
-  gemm_rkn2<C, D, C, NH, true, true>(acc, ah, al, tQ, n0, lane, slab);  // + sum_i M_ji q~_i
+  gemm_rkn2<C, D, C, NT, true, true>(acc, ah, al, tQ, 0, lane, slab);  // + sum_i M_ji q~_i
   store_rows(p.ws.dk, acc);
   {
     float da, db;
     kdot(acc, da, db);
     if (c == 0) {
-      dG[hf * C + ja] = da;
-      dG[hf * C + jb] = db;
+      dG[ja] = da;
+      dG[jb] = db;
     }
   }
+  if constexpr (kLo16) {  // K takes region A from V
+    __syncthreads();
+    stage_token_tile<C, D, kT, true>(p.k, b, t0, hk, len, nullptr, k_hi, k_hi + Smem::kTileKD, tid);
+  }
+  __syncthreads();  // S^'s first piece (and K) visible
 
   // ---- dv ---------------------------------------------------------------------------------------
+  // sum_key k_j[key] S^[key][val], piece by piece (rows: k-steps rh, columns: output values ch)
   zero_acc(acc);
-  gemm_kn2<D, C, D, D, NH, kLo16, true>(acc, tK, tS, m0, n0, lane);  // sum_key k_j[key] S^[key][val]
+#pragma unroll 1
+  for (int rh = 0; rh < NP; ++rh)
+#pragma unroll
+    for (int ch = 0; ch < NP; ++ch) {
+      gemm_kn2_kpiece<kP, D, C, kP, kP, NQ, kLo16, true>(*reinterpret_cast<float(*)[NQ][4]>(&acc[ch * NQ][0]), tK,
+                                                         tS, m0, kP * rh, 0, lane);
+      __syncthreads();
+      const int q = rh * NP + ch + 1;
+      if (q < NP * NP) {
+        stage_shat_piece<D, kT, false>(shat, sbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, part);
+        __syncthreads();
+      }
+    }
   row_scale(acc);
   zero_acc(sc);
   gemm_nk2<D, C, D, C, NS, kLo16, true>(sc, tK, tQ, m0, 0, lane, slab);  // k_j . q~_i
   mask_split(sc, ah, al);
-  gemm_rkn2<C, D, C, NH, true, kLo16>(acc, ah, al, tO, n0, lane, slab);  // + sum_i M_ji do_i
+  gemm_rkn2<C, D, C, NT, true, kLo16>(acc, ah, al, tO, 0, lane, slab);  // + sum_i M_ji do_i
   store_rows(p.ws.dv, acc);
 
   // ---- dG: end term at C', chunk-local reverse cumsum (one warp, fixed order) ---------------------
-  __syncthreads();
+  __syncthreads();  // dG, e_row visible; G no longer read
   if (warp == 0) {
     float e = 0.f;  // sum of the per-token end parts
-    for (int i = lane; i < len; i += 32) e += e_row[i] + e_row[C + i];
+    for (int i = lane; i < len; i += 32) e += e_row[i];
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) e += __shfl_xor_sync(0xffffffffu, e, o);
     float sred = 0.f;
@@ -264,7 +341,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
     const float* qdq = static_cast<const float*>(p.ws.qdq.data);
     for (int t = lane; t < C; t += 32) {
       const int j = len - 1 - t;
-      G[t] = t < len ? qdq[p.ws.qdq.offset(b, t0 + j, h)] - (dG[j] + dG[C + j]) : 0.f;
+      G[t] = t < len ? qdq[p.ws.qdq.offset(b, t0 + j, h)] - dG[j] : 0.f;
     }
     __syncwarp();
     gating::warp_cumsum64(G, len, lane);  // G[t] = sum_{l >= len-1-t} dG_l
@@ -275,8 +352,8 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
 }
 
 template <int D, class TState>
-__global__ void __launch_bounds__(kBwdGlaThreads, 1) bwd_gla_kernel(BackwardParams p) {
-  extern __shared__ __align__(128) uint8_t smem[];
+__global__ void __launch_bounds__(kBwdGlaThreads, 2) bwd_gla_kernel(BackwardParams p) {
+  extern __shared__ __align__(1024) uint8_t smem[];
   if (p.k.dtype == DType::kBF16 && p.v.dtype == DType::kBF16 && p.d_o.dtype == DType::kBF16)
     bwd_gla_body<D, TState, false>(p, smem);
   else

@@ -204,6 +204,22 @@ GKA_DEVICE inline void gemm_nk2_kpiece(float (&acc)[NT][4], SplitTile a, SplitTi
   }
 }
 
+// The same for gemm_kn2: A's k-steps [ak0, ak0 + KP) against B, a <BCols, BRows = KP> tile that
+// holds only those k rows of the operand (stored [K][N]). Pieces over ak0 = 0, KP, .. into the same
+// accumulators give bitwise gemm_kn2's result over the whole K.
+template <int KP, int ACols, int ARows, int BCols, int BRows, int NT, bool kALo, bool kBLo>
+GKA_DEVICE inline void gemm_kn2_kpiece(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int ak0, int n0,
+                                       int lane) {
+  static_assert(BRows == KP, "B holds exactly the piece's k rows");
+  uint32_t ah[KP / 16][4], al[KP / 16][4];
+#pragma unroll
+  for (int kt = 0; kt < KP / 16; ++kt) {
+    load_a<ACols, ARows>(a.hi, m0, ak0 + 16 * kt, lane, ah[kt]);
+    if constexpr (kALo) load_a<ACols, ARows>(a.lo, m0, ak0 + 16 * kt, lane, al[kt]);
+  }
+  gemm_rkn2<KP, BCols, BRows, NT, kALo, kBLo>(acc, ah, al, b, n0, lane);
+}
+
 // A score tile held in accumulators (16 x K, K/8 n8 tiles) -> A fragments of K/16 k-steps, split.
 template <int K>
 GKA_DEVICE inline void acc_to_a_split_all(const float (&s)[K / 8][4], uint32_t (&ah)[K / 16][4],
