@@ -152,5 +152,11 @@ TEST_CASE("bwd intra-chunk kernels: time at the benchmark shape", "[.][perf]") {
   std::printf("PERF| bwd_gla_kernel %.3f ms (B8 T8192 H16 D128, bf16 k/v/do, fp32 states; %lld programs, "
               "%d threads, %d B smem)\n",
               gla, static_cast<long long>(CB * H), gka::kernels::kBwdGlaThreads, kGlaSmem);
+  int cov_occ = 0, gla_occ = 0;  // resident CTAs per SM at the launch configuration
+  PERF_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&cov_occ, gka::kernels::bwd_cov_kernel<D, float>,
+                                                        gka::kernels::kBwdCovThreads, kCovSmem));
+  PERF_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&gla_occ, gka::kernels::bwd_gla_kernel<D, float>,
+                                                        gka::kernels::kBwdGlaThreads, kGlaSmem));
+  std::printf("PERF| CTAs per SM: bwd_cov_kernel %d, bwd_gla_kernel %d\n", cov_occ, gla_occ);
   std::fflush(stdout);
 }
