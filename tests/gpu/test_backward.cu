@@ -346,10 +346,12 @@ gka_test::ProblemSpec spec(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_
 //    (~|q|/lambda) in the directions the keys do not span, while dq~ = s S do, and hence z, has
 //    (almost) no component there: z.x sums the bf16 solve's rounding noise in z times that large x.
 //    The shorter the memory, the larger the share: a single token (T = 1) has dq~ parallel to k,
-//    z.x is then mostly noise, and dk reaches 0.4 (the fp32 T = 1 case below shows the algorithm
-//    itself is exact to 1e-5 there). That case gets its own bound of 1.0, which still catches a
-//    wrong formula (errors >= 1), and is documented in docs/gpu-backward.md.
-//  - fp16 / fp32 inputs: hi + lo operands everywhere: 1e-3 [fp16 2.1e-4, fp32 5.0e-5].
+//    z.x is then mostly noise, and dk reaches 0.4 [0.42]. That case gets its own bound of 1.0,
+//    which still catches a wrong formula (errors >= 1), and is documented in docs/gpu-backward.md.
+//  - fp16 / fp32 inputs: hi + lo operands everywhere: 1e-3 [fp16 2.1e-4, fp32 5.0e-5]. A single
+//    token is the forward's one-token-memory case (g = -1e4 there: o 6.7e-4 with fp32 inputs):
+//    k.q~ cancels |x| ~ 1/(a|k|^2) by ~1/a, so the 2^-16 operand split shows as ~1e-3; 3e-3 for
+//    that case [fp32 1.0e-3].
 BwdCase mk(const std::string& name, gka_test::ProblemSpec s, gka::DType t) {
   BwdCase c;
   c.name = name;
@@ -385,6 +387,7 @@ TEST_CASE("backward: dense batches, dtypes, head dims, tails, final-state gradie
     cases.push_back(c);
     c = mk("B1 T1 H2 D128", spec(1, 1, 2, 2, 128), DType::kFP32);
     c.d_final = false;
+    c.tol = c.tol_dk = 3e-3;  // single token: the one-token cancellation of the split operands (see mk())
     cases.push_back(c);
   }
   {
