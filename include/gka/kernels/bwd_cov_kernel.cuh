@@ -2,11 +2,9 @@
 // (spec 4.6 Pass D, the Pass-E consumption of B~, Pass F), mirroring covariance_adjoint_chunked in
 // include/gka/reference/head_backward_chunked.h for one chunk of one query head.
 //
-// Grid: (chunk_bound, H_q). Block: 256 threads = 8 warps: warp w owns chunk rows 16 (w % 4) .. +15
-// and output columns (w / 4) D/2 .. +D/2 - 1 of every D-wide product (dk, Hbar x, Hbar k, G k); the
-// 16 x C score tiles (K K^T, K X^T, K Z^T) are formed by both warps of a row slab (cheap: C = 64)
-// and each multiplies its half of the columns. Row dots over D are summed from the two halves in a
-// fixed order (deterministic). Products are split-bf16 mma.sync (tiling/warp_gemm.cuh) with the
+// Grid: (chunk_bound, H_q). Block: 128 threads = 4 warps, two CTAs per SM: warp w owns chunk rows
+// 16 w .. +15 and all D output columns of every D-wide product (dk, Hbar x, Hbar k, G k) and forms
+// its own 16 x C score tiles (K K^T, K X^T, K Z^T). Products are split-bf16 mma.sync (tiling/warp_gemm.cuh) with the
 // hi/lo choice per operand at compile time: x, z and the fp32 states (and G) are hi + lo (they meet
 // the keys in terms that cancel); a bf16 K and a bf16 Hbar are exact, so their lo tiles are neither
 // staged nor multiplied (bitwise the same results as multiplying the zero lo parts). Pre-negated as
@@ -21,11 +19,15 @@
 // (3) U is upper triangular: slab w skips score column pairs / k-steps < w in K X^T, K Z^T, P Z,
 // Q' X (-37.5% of those); (4) <R, Hbar>, <B, Hbar> come from the loads that stage G (R, B are
 // read once, Hbar again from L2), two 4 x 4 blocks per thread in flight together.
-// Measured (H200, a82d4bb): 7.98 ms at the benchmark shape (B = 2, T = 4096: 1.30 -> 0.99 ms);
-// 198 registers (D = 128, fp32 states), 162.75 KiB smem, no spills. Still one CTA per SM with the
-// staging round trips (~10 per chunk, nothing to overlap them with) dominating: the target
-// (<= 2.5 ms) needs staging overlapped with another chunk's products (2 CTAs per SM, i.e. <= 113
-// KiB smem, or a persistent CTA with cp.async / TMA prefetch of the next chunk).
+// Measured (H200, a82d4bb, 8 warps, one CTA per SM): 7.98 ms at the benchmark shape (B = 2, T =
+// 4096: 0.99 ms); 198 registers, 162.75 KiB smem.
+// Now (perf-intra3, 598cc54): 4 warps x 2 CTAs per SM (113 KiB smem: the D x D states go through a
+// 64 x 64 piece slot, (D/64)^2 pieces, so one CTA's staging round trips overlap the other's
+// products); 245-247 registers, no spills: 5.79 ms at the benchmark shape (B = 2, T = 4096: 0.73 ms).
+// What is left (target <= 4 ms): the piece loop is stage -> sync -> product -> sync (8 round trips
+// per chunk in each CTA): prefetching the next piece into registers while the current one
+// multiplies, or cp.async into a second 16 KiB piece slot (needs 16 KiB: e.g. K's unused lo tile
+// for a bf16 K), and G's staging reads R twice (R, R^T) and Hbar again.
 // Per row i (tau_i = e^{F_C' - F_i}, so kappa_i = tau_i k_i; G = R + R^T + B, B only with bp_lambda):
 //   dk_pre_i = b_i Hbar k_i + sum_l ((K K^T) o W)_il k_l          [lambda part: bp_lambda only]
 //            + tau_i G k_i                                       [(R + R^T) kappa_i + B kappa_i]
@@ -37,8 +39,8 @@
 //            + [i = len-1] (sum_l e_l + e^{F_C'} (<R, Hbar> + 1/2 <B, Hbar>))
 // W = U diag(w) U^T in closed form: W_il = e^{F_m - F_n} s_m with m = max(i, l), n = min(i, l) and
 // s_m = sum_{j>=m} e^{2 (F_j - F_m)} w_j (a stable reverse recurrence); b_i = Gamma_i s_i.
-// Shared memory phases: K, X, Z tiles for the whole kernel; one D x D slot holds Hbar, then G,
-// then the late per-row scalars (165 KiB -> 162.5 KiB at D = 128: within sm_80's 163 KiB).
+// Shared memory phases: K, X, Z tiles for the whole kernel; one 64 x 64 piece slot (hi + lo) holds
+// Hbar's pieces, then G's, then the late per-row scalars: 113 KiB at D = 128, 65 KiB at D = 64.
 // Every output element is read and written by one thread: deterministic, no atomics.
 #pragma once
 

@@ -11,13 +11,15 @@
 // G the chunk-local cumsum of g, C' the last valid token. Writes ws.dk (dk^S, per query head),
 // ws.dv (per query head) and ws.dg_s.
 //
-// Grid: (chunk_bound, H_q). Block: 256 threads = 8 warps: warp w owns chunk rows 16 (w % 4) .. +15
-// and columns (w / 4) D/2 .. of dk^S / dv; both warps of a slab form the (cheap) 16 x C score tiles.
+// Grid: (chunk_bound, H_q). Block: 128 threads = 4 warps, two CTAs per SM: warp w owns chunk rows
+// 16 w .. +15 and all D columns of dk^S / dv, and forms its own 16 x C score tiles.
 // q~ and S^ (fp32, they carry the cancellation of the adjoint) are staged and multiplied as bf16
 // hi + lo; k, v, do are hi + lo too unless all three are bf16 inputs, which are exact: then their lo
 // tiles are neither staged nor multiplied (bitwise the same results). The masked C x C score tiles
 // are split again before they multiply q~ / do. The mask keeps i >= j, so slab w skips score column
-// pairs and k-steps < w (37.5% of the intra products).
+// pairs and k-steps < w (37.5% of the intra products). S^ goes through a 64 x 64 piece slot, twice
+// (dk^S, then dv). With fp32 / fp16 k, v or do, V and K share one region (K is restaged for dv and
+// dk^S's k dots read k from global memory, unrounded).
 // Performance (H200, B = 8, T = 8192, H = 16, D = 128, bf16 k/v/do, fp32 states: 16,384 programs;
 // "[perf]" in tests/gpu/test_bwd_perf_intra.cu): the 4-warp version ran 7.67 ms, latency bound
 // (one CTA per SM, 216 registers), and its <S^, S-bar> reduction was a scalar loop of dependent
@@ -25,10 +27,13 @@
 // accumulators; S^ staged and dotted with S-bar from one batch of 16-byte loads; bf16 k, v, do in
 // one batch of loads and without lo products; causal skipping; dG's reverse cumsum by a warp scan
 // (it was an O(C) smem loop per token).
-// Measured (H200, a82d4bb): 3.59 ms at the benchmark shape (was 7.67 ms); 191 registers (D = 128),
-// no spills. Like the cov kernel it is bound by un-overlapped staging at one CTA per SM.
-// Shared memory: BwdGlaSmem<D>::kBytes = 81 KiB (D = 64), 193 KiB (D = 128; above sm_80's 163 KiB
-// per block: the layout keeps room for the lo tiles of fp32 / fp16 k, v, do).
+// Measured (H200, a82d4bb, 8 warps, one CTA per SM): 3.59 ms at the benchmark shape; 191 registers.
+// Now (perf-intra3): 4 warps x 2 CTAs per SM; 115,488 B smem at D = 128; bf16 path 253 registers,
+// no spills (the fp32 / fp16 path spills 64 B); 2.37 ms at the benchmark shape.
+// What is left (target <= 2 ms): S^ is staged twice (once per product; a 32 KiB slot for both
+// products' pieces does not fit next to Q, dO, V/K) and each piece is stage -> sync -> product ->
+// sync; prefetching the next piece into registers while the current one multiplies.
+// Shared memory: BwdGlaSmem<D>::kBytes = Q~, dO (hi + lo), V / K region, S^ piece slot, scalars.
 #pragma once
 
 #include <cstdint>
