@@ -320,7 +320,7 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   const float al0 = load_alpha(va, row_a), al1 = load_alpha(vb, row_b);
   float X[D / 8][4];  // the solve's right-hand side dX = alpha dq~, then z
   auto mix_phase = [&](auto tag) {
-    constexpr int kG = 8;  // n8 tiles per load group
+    constexpr int kG = kSolveWgmma ? 8 : 4;  // n8 tiles per load group (sm_80: fewer registers to spare)
     float qdq0 = 0.f, qdq1 = 0.f, da0 = 0.f, da1 = 0.f;
     const int64_t qa = p.q.offset(b, t0 + row_a, h) + 2 * c, qb = p.q.offset(b, t0 + row_b, h) + 2 * c;
     const int64_t xa = p.x.offset(b, t0 + row_a, h) + 2 * c, xb = p.x.offset(b, t0 + row_b, h) + 2 * c;
@@ -402,10 +402,13 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   // ---- z = CH(A, dX): the forward's program on dX -----------------------------------------------
   __syncthreads();  // S-bar and V are dead: H-bar and M take the big region, dq~ is parked
   // dq~ parked in fragment order (each thread reads back only what it wrote: no barrier needed)
-  float4* park = reinterpret_cast<float4*>(smem + (warp < 2 ? Smem::kPark0 + warp * Smem::kParkWarp
-                                                            : Smem::kPark1 + (warp - 2) * Smem::kParkWarp)) + lane;
+  // (the address is formed again after the solve: nothing extra stays live across the rounds)
+  auto park_at = [&]() {
+    return reinterpret_cast<float4*>(smem + (warp < 2 ? Smem::kPark0 + warp * Smem::kParkWarp
+                                                      : Smem::kPark1 + (warp - 2) * Smem::kParkWarp)) + lane;
+  };
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j) park[32 * j] = make_float4(Dq[j][0], Dq[j][1], Dq[j][2], Dq[j][3]);
+  for (int j = 0; j < D / 8; ++j) park_at()[32 * j] = make_float4(Dq[j][0], Dq[j][1], Dq[j][2], Dq[j][3]);
   tiling::stage_state_tile<D, D, kBwdSolveThreads, kSplit>(hbar, hb_hi, hb_lo, tid);
   if constexpr (kWgmma) tiling::wg::fence_proxy_async();  // H-bar, K: thread stores -> wgmma reads
   const float4* mask = solver::build_chebyshev_mask(F, len, mscr, warp, lane);
@@ -419,11 +422,12 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
 
   // ---- epilogue: dq = (1 - alpha) dq~ + z; z; u = a z . x -> w, u nu --------------------------------
   auto epilogue = [&](auto tag) {
-    constexpr int kG = 16;  // n8 tiles per load group
+    constexpr int kG = kSolveWgmma ? 16 : 4;  // n8 tiles per load group
     const float nu0 = nu_s[row_a], nu1 = nu_s[row_b];
     const float al0 = load_alpha(va, row_a), al1 = load_alpha(vb, row_b);
     const bool live0 = grad::has_solve_adjoint(r_iter, nu0), live1 = grad::has_solve_adjoint(r_iter, nu1);
     float zx0 = 0.f, zx1 = 0.f;
+    const float4* park = park_at();
     float* z_ws = static_cast<float*>(p.ws.z.data);
     const int64_t za = p.ws.z.offset(b, t0 + row_a, h) + 2 * c, zb = p.ws.z.offset(b, t0 + row_b, h) + 2 * c;
     const int64_t xa = p.x.offset(b, t0 + row_a, h) + 2 * c, xb = p.x.offset(b, t0 + row_b, h) + 2 * c;
@@ -472,7 +476,7 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
       if (vb) { w_ws[p.ws.w.offset(b, t0 + row_b, h)] = r1.w; unu_ws[p.ws.unu.offset(b, t0 + row_b, h)] = r1.u_nu; }
     }
   };
-  if (!kSplit && fast) epilogue(bwd_solve_detail::Fast{});
+  if (!kSplit && p.x.dtype == DType::kFP32 && p.dq.dtype == DType::kBF16) epilogue(bwd_solve_detail::Fast{});
   else epilogue(bwd_solve_detail::Any{});
 }
 
