@@ -167,11 +167,22 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   } else {  // the single policy serves bf16 inputs only (forward.cuh: split_policy): raw copies
     // K, V and dO in one batch (one memory round trip); dO sits where S-bar lo goes until its A
     // fragments are in registers (8 ldmatrix instead of 32 scattered 4-byte loads).
-    const TokenTensor* tts[3] = {&p.k, &p.v, &p.d_o};
-    const int64_t heads[3] = {hk, hk, h};
-    const float* scales[3] = {nullptr, nullptr, nullptr};
-    uint8_t* const dsts[3] = {k_hi, v_hi, smem + Smem::kDo};
-    tiling::stage_bf16_token_tiles<3, C, D, kBwdSolveThreads>(tts, heads, b, t0, len, scales, dsts, tid);
+    // dO may have any token dtype (validate.h): fp16 / fp32 dO is rounded to bf16 as it is staged
+    // (the same values the fragments held before).
+    if (p.d_o.dtype == DType::kBF16) {
+      const TokenTensor* tts[3] = {&p.k, &p.v, &p.d_o};
+      const int64_t heads[3] = {hk, hk, h};
+      const float* scales[3] = {nullptr, nullptr, nullptr};
+      uint8_t* const dsts[3] = {k_hi, v_hi, smem + Smem::kDo};
+      tiling::stage_bf16_token_tiles<3, C, D, kBwdSolveThreads>(tts, heads, b, t0, len, scales, dsts, tid);
+    } else {
+      const TokenTensor* tts[2] = {&p.k, &p.v};
+      const int64_t heads[2] = {hk, hk};
+      const float* scales[2] = {nullptr, nullptr};
+      uint8_t* const dsts[2] = {k_hi, v_hi};
+      tiling::stage_bf16_token_tiles<2, C, D, kBwdSolveThreads>(tts, heads, b, t0, len, scales, dsts, tid);
+      tiling::stage_token_tile<C, D, kBwdSolveThreads, false>(p.d_o, b, t0, h, len, nullptr, smem + Smem::kDo, nullptr, tid);
+    }
   }
   if constexpr (kSplit) tiling::stage_state_tile<D, D, kBwdSolveThreads, kStateLo>(sbar, s_hi, s_lo, tid);
 
