@@ -13,6 +13,18 @@
 // bp_lambda w, unu of grad::ridge_adjoint (else 0), for rows j < len only.
 //
 // Grid (chunk_bound, H_q), 128 threads = one warpgroup; warp w owns chunk rows 16w .. 16w+15.
+// Organisation (tests/gpu/test_bwd_perf_solve.cu, H200, B = 8, T = 8192, H = 16, D = 128, bf16, fp32
+// states, r = 30: 9.22 -> 5.40 ms; the forward's solve_readout_kernel 4.81 ms): one CTA per chunk and
+// two per SM leave nothing to hide a memory latency, so every global access is issued in batches:
+//  * bf16 policy: dO is staged with K and V in one batch (where S-bar lo goes next) and read as A
+//    fragments by ldmatrix; S-bar follows (L2-prefetched at entry, as are H-bar and the q / x rows);
+//  * the alpha-mix adjoint loads q and x a group of n8 tiles at a time before any store (the stores
+//    may alias the loads for all the compiler knows: interleaved, each load waited for the previous
+//    store's operands), the epilogue loads its x in one batch; the token dtypes are dispatched once
+//    (bwd_solve_detail::Fast for bf16 q / dq and fp32 x, else Any);
+//  * dq~ waits out the solve in shared memory (fragment order, V region and the end of the big
+//    region), not in the workspace.
+// sm_90a: 255 registers, 0 spills (bf16 policy), 98.5 KiB smem: 2 CTAs/SM.
 // Precision: dO enters as bf16 A fragments (exact for bf16 inputs; hi + lo under the split policy),
 // S-bar as hi + lo (fp32 states), the score tile P as hi + lo: dq~ keeps about 16 bits per operand,
 // as the forward's read-out does for q~. The solve uses the forward's policy and backend (wgmma on
@@ -48,6 +60,24 @@ GKA_DEVICE inline void store_as(void* base, DType t, int64_t off, float x) {
     default: static_cast<float*>(base)[off] = x; break;
   }
 }
+// Token-vector element access with the dtype chosen once per kernel (not per element): Fast is the
+// bf16 policy's common case (bf16 q / dq, fp32 x), Any dispatches at run time (the other cases).
+struct Fast {};
+struct Any {};
+GKA_DEVICE inline float2 load_q2(const TokenTensor& t, int64_t off, Fast) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(static_cast<const __nv_bfloat16*>(t.data) + off));
+}
+GKA_DEVICE inline float2 load_q2(const TokenTensor& t, int64_t off, Any) { return gating::load2_as_float(t.data, t.dtype, off); }
+GKA_DEVICE inline float2 load_x2(const TokenTensor& t, int64_t off, Fast) {
+  return *reinterpret_cast<const float2*>(static_cast<const float*>(t.data) + off);
+}
+GKA_DEVICE inline float2 load_x2(const TokenTensor& t, int64_t off, Any) { return gating::load2_as_float(t.data, t.dtype, off); }
+GKA_DEVICE inline void store_dq2(const TokenTensor& t, int64_t off, float a, float b, Fast) {
+  gating::store2<__nv_bfloat16>(static_cast<__nv_bfloat16*>(t.data) + off, a, b);
+}
+GKA_DEVICE inline void store_dq2(const TokenTensor& t, int64_t off, float a, float b, Any) {
+  gating::store2_from_float(t.data, t.dtype, off, a, b);
+}
 }  // namespace bwd_solve_detail
 
 constexpr int kBwdSolveThreads = 128;  // one warpgroup
@@ -61,12 +91,21 @@ struct BwdSolveSmem {
   // region "big": S-bar hi + lo while dq~ is formed; then H-bar hi [lo] and M for the solve.
   static constexpr int kBar = 0;
   static constexpr int kM = (kSplit ? 2 : 1) * kTileDD;
-  static constexpr int kBigRaw = (kM + kMask > 2 * kTileDD) ? kM + kMask : 2 * kTileDD;
+  static constexpr int kParkWarp = (D / 8) * 32 * 16;  // one warp's dq~ fragments (float4 per lane and n8 tile)
+  static constexpr int kSolveEnd = kM + kMask + (kSplit ? 0 : 2 * kParkWarp);  // bf16 policy: half of dq~ here
+  static constexpr int kBigRaw = (kSolveEnd > 2 * kTileDD) ? kSolveEnd : 2 * kTileDD;
   static constexpr int kBigEnd = (kBigRaw + 1023) / 1024 * 1024;
   static constexpr int kK = kBigEnd;                               // K hi [lo]: both phases
   static constexpr int kV = kK + (kSplit ? 2 : 1) * kTileKD;       // V hi [lo]: dq~ only
   static constexpr int kScal = kV + (kSplit ? 2 : 1) * kTileKD;
   static constexpr int kNumScal = 6;  // F, G, nu, u, v, 1/Gamma'
+  // bf16 policy: the dO tile is staged where S-bar lo goes (read into registers before S-bar is staged).
+  static constexpr int kDo = kBar + kTileDD;
+  // dq~ (fp32, fragment order, 8 KiB per warp) is parked in shared memory during the solve: the V
+  // region (dead after dq~) and, for the bf16 policy, the end of the big region (past M).
+  static constexpr int kPark0 = kV;                                           // warps 0, 1
+  static constexpr int kPark1 = kSplit ? kV + 2 * kParkWarp : kM + kMask;      // warps 2, 3
+  static_assert(2 * kParkWarp <= kTileKD, "dq~ park must fit");
   // + 1024: the kernel aligns its base to 1024 B (SW128 tiles for wgmma descriptors).
   static constexpr int kBytes = kScal + kNumScal * kBwdSolveChunk * 4 + 1024;
   static_assert(kK % 1024 == 0 && kV % 1024 == 0, "SW128 tiles must stay 1024-byte aligned");
@@ -95,6 +134,19 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   const bool solve = r_iter > 0;  // uniform over the CTA
   // H-bar is staged only after dq~: have it in L2 by then.
   if (solve) tiling::prefetch_l2_range(hbar, D * D * static_cast<int>(sizeof(TState)), tid, kBwdSolveThreads);
+  // S-bar (staged after dO's fragments are read, bf16 policy) and the q / x rows of the alpha-mix
+  // adjoint: have them in L2 by then. One token row per thread, rolled: short code.
+  tiling::prefetch_l2_range(sbar, D * D * static_cast<int>(sizeof(TState)), tid, kBwdSolveThreads);
+  {
+    const int t = tid & (C - 1);
+    const TokenTensor& tt = tid < C ? p.q : p.x;
+    if (t < len && (tid < C || solve)) {
+      const int es = dtype_size(tt.dtype);
+      const uint8_t* row = static_cast<const uint8_t*>(tt.data) + tt.offset(b, t0 + t, h) * es;
+#pragma unroll 1
+      for (int l = 0; l < D * es; l += 128) tiling::prefetch_l2(row + l);
+    }
+  }
 
   uint8_t* s_hi = smem + Smem::kBar;
   uint8_t* s_lo = s_hi + Smem::kTileDD;
@@ -125,20 +177,39 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
     tiling::stage_token_tile<C, D, kBwdSolveThreads, true>(p.k, b, t0, hk, len, nullptr, k_hi, k_lo, tid);
     tiling::stage_token_tile<C, D, kBwdSolveThreads, true>(p.v, b, t0, hk, len, nullptr, v_hi, v_lo, tid);
   } else {  // the single policy serves bf16 inputs only (forward.cuh: split_policy): raw copies
-    const TokenTensor* tts[2] = {&p.k, &p.v};
-    const int64_t heads[2] = {hk, hk};
-    const float* scales[2] = {nullptr, nullptr};
-    uint8_t* const dsts[2] = {k_hi, v_hi};
-    tiling::stage_bf16_token_tiles<2, C, D, kBwdSolveThreads>(tts, heads, b, t0, len, scales, dsts, tid);
+    // K, V and dO in one batch (one memory round trip); dO sits where S-bar lo goes until its A
+    // fragments are in registers (8 ldmatrix instead of 32 scattered 4-byte loads).
+    // dO may have any token dtype (validate.h): fp16 / fp32 dO is rounded to bf16 as it is staged
+    // (the same values the fragments held before).
+    if (p.d_o.dtype == DType::kBF16) {
+      const TokenTensor* tts[3] = {&p.k, &p.v, &p.d_o};
+      const int64_t heads[3] = {hk, hk, h};
+      const float* scales[3] = {nullptr, nullptr, nullptr};
+      uint8_t* const dsts[3] = {k_hi, v_hi, smem + Smem::kDo};
+      tiling::stage_bf16_token_tiles<3, C, D, kBwdSolveThreads>(tts, heads, b, t0, len, scales, dsts, tid);
+    } else {
+      const TokenTensor* tts[2] = {&p.k, &p.v};
+      const int64_t heads[2] = {hk, hk};
+      const float* scales[2] = {nullptr, nullptr};
+      uint8_t* const dsts[2] = {k_hi, v_hi};
+      tiling::stage_bf16_token_tiles<2, C, D, kBwdSolveThreads>(tts, heads, b, t0, len, scales, dsts, tid);
+      tiling::stage_token_tile<C, D, kBwdSolveThreads, false>(p.d_o, b, t0, h, len, nullptr, smem + Smem::kDo, nullptr, tid);
+    }
   }
-  tiling::stage_state_tile<D, D, kBwdSolveThreads, kStateLo>(sbar, s_hi, s_lo, tid);
+  if constexpr (kSplit) tiling::stage_state_tile<D, D, kBwdSolveThreads, kStateLo>(sbar, s_hi, s_lo, tid);
 
-  // dO as A fragments straight from global memory (no smem stage: it would cost 2 CTAs/SM at D = 128).
   const int row_a = 16 * warp + (lane >> 2), row_b = row_a + 8;
   const bool va = row_a < len, vb = row_b < len;
   uint32_t Ah[D / 16][4];
   [[maybe_unused]] uint32_t Al[D / 16][4];
-  {
+  if constexpr (!kSplit) {  // dO A fragments from the staged tile (rows >= len are zero there)
+    __syncthreads();
+    const uint32_t sdo = smem_addr(smem + Smem::kDo);
+#pragma unroll
+    for (int kt = 0; kt < D / 16; ++kt) load_a<D, C>(sdo, 16 * warp, 16 * kt, lane, Ah[kt]);
+    __syncthreads();  // the dO tile is dead: S-bar lo takes its place
+    tiling::stage_state_tile<D, D, kBwdSolveThreads, kStateLo>(sbar, s_hi, s_lo, tid);
+  } else {  // split policy: dO as hi + lo A fragments straight from global memory
     const int64_t oa = p.d_o.offset(b, t0 + row_a, h), ob = p.d_o.offset(b, t0 + row_b, h);
 #pragma unroll
     for (int kt = 0; kt < D / 16; ++kt)
@@ -265,48 +336,59 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   auto load_alpha = [&](bool valid, int row) {
     return (p.alpha.data != nullptr && valid) ? gating::load_as_float(p.alpha.data, p.alpha.dtype, p.alpha.offset(b, t0 + row, h)) : 1.f;
   };
+  // The token dtypes are dispatched once (bwd_solve_detail::Fast / Any), and each group's loads are
+  // issued before the first store that depends on them (the stores may alias the loads for all the
+  // compiler knows: loads after a store would wait for the store's operands, one latency per element).
+  const bool fast = !kSplit && p.x.dtype == DType::kFP32 && p.dq.dtype == DType::kBF16;  // q is bf16 here
   const float al0 = load_alpha(va, row_a), al1 = load_alpha(vb, row_b);
   float X[D / 8][4];  // the solve's right-hand side dX = alpha dq~, then z
-  {
+  auto mix_phase = [&](auto tag) {
+    constexpr int kG = kSolveWgmma ? 8 : 4;  // n8 tiles per load group (sm_80: fewer registers to spare)
     float qdq0 = 0.f, qdq1 = 0.f, da0 = 0.f, da1 = 0.f;
-    const int64_t qa = p.q.offset(b, t0 + row_a, h), qb = p.q.offset(b, t0 + row_b, h);
-    const int64_t xa = p.x.offset(b, t0 + row_a, h), xb = p.x.offset(b, t0 + row_b, h);
+    const int64_t qa = p.q.offset(b, t0 + row_a, h) + 2 * c, qb = p.q.offset(b, t0 + row_b, h) + 2 * c;
+    const int64_t xa = p.x.offset(b, t0 + row_a, h) + 2 * c, xb = p.x.offset(b, t0 + row_b, h) + 2 * c;
     float* z_ws = static_cast<float*>(p.ws.z.data);
     float* qm_ws = static_cast<float*>(p.ws.qmix.data);
-    const int64_t za = p.ws.z.offset(b, t0 + row_a, h), zb = p.ws.z.offset(b, t0 + row_b, h);
-    const int64_t ma = p.ws.qmix.offset(b, t0 + row_a, h), mb = p.ws.qmix.offset(b, t0 + row_b, h);
-    const int64_t da = p.dq.offset(b, t0 + row_a, h), db = p.dq.offset(b, t0 + row_b, h);
+    const int64_t za = p.ws.z.offset(b, t0 + row_a, h) + 2 * c, zb = p.ws.z.offset(b, t0 + row_b, h) + 2 * c;
+    const int64_t ma = p.ws.qmix.offset(b, t0 + row_a, h) + 2 * c, mb = p.ws.qmix.offset(b, t0 + row_b, h) + 2 * c;
+    const int64_t da = p.dq.offset(b, t0 + row_a, h) + 2 * c, db = p.dq.offset(b, t0 + row_b, h) + 2 * c;
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int col = 8 * j + 2 * c;
+    for (int j0 = 0; j0 < D / 8; j0 += kG) {
+      float2 q2[kG][2], x2[kG][2];
 #pragma unroll
-      for (int pr = 0; pr < 2; ++pr) {  // pr = 0: row a, 1: row b
-        const bool v = pr ? vb : va;
-        const float al = pr ? al1 : al0;
-        float2 q2 = make_float2(0.f, 0.f), x2 = q2;
-        if (v) {
-          q2 = gating::load2_as_float(p.q.data, p.q.dtype, (pr ? qb : qa) + col);
-          x2 = solve ? gating::load2_as_float(p.x.data, p.x.dtype, (pr ? xb : xa) + col) : q2;  // r = 0: x = q
+      for (int g = 0; g < kG; ++g)
+#pragma unroll
+        for (int pr = 0; pr < 2; ++pr) {
+          const int col = 8 * (j0 + g);
+          q2[g][pr] = make_float2(0.f, 0.f);
+          if (pr ? vb : va) q2[g][pr] = bwd_solve_detail::load_q2(p.q, (pr ? qb : qa) + col, tag);
+          x2[g][pr] = q2[g][pr];  // r = 0: x = q
+          if (solve && (pr ? vb : va)) x2[g][pr] = bwd_solve_detail::load_x2(p.x, (pr ? xb : xa) + col, tag);
         }
-        const float dq0 = Dq[j][2 * pr], dq1 = Dq[j][2 * pr + 1];
-        const float m0 = solve ? grad::mix_query(al, q2.x, x2.x) : q2.x;
-        const float m1 = solve ? grad::mix_query(al, q2.y, x2.y) : q2.y;
-        (pr ? qdq1 : qdq0) += m0 * dq0 + m1 * dq1;
-        (pr ? da1 : da0) += dq0 * (x2.x - q2.x) + dq1 * (x2.y - q2.y);
-        X[j][2 * pr] = al * dq0;
-        X[j][2 * pr + 1] = al * dq1;
-        if (v) {
-          *reinterpret_cast<float2*>(qm_ws + (pr ? mb : ma) + col) = make_float2(m0, m1);
-          // r > 0: ws.z holds dq~ until z replaces it (read back by this thread after the solve,
-          // so dq~ is not live across the solve's registers). r = 0: dq = dq~, z = 0.
-          if (solve) {
-            *reinterpret_cast<float2*>(z_ws + (pr ? zb : za) + col) = make_float2(dq0, dq1);
-          } else {
-            *reinterpret_cast<float2*>(z_ws + (pr ? zb : za) + col) = make_float2(0.f, 0.f);
-            gating::store2_from_float(p.dq.data, p.dq.dtype, (pr ? db : da) + col, dq0, dq1);
+#pragma unroll
+      for (int g = 0; g < kG; ++g)
+#pragma unroll
+        for (int pr = 0; pr < 2; ++pr) {  // pr = 0: row a, 1: row b
+          const int j = j0 + g, col = 8 * j;
+          const bool v = pr ? vb : va;
+          const float al = pr ? al1 : al0;
+          const float2 qv = q2[g][pr], xv = x2[g][pr];
+          const float dq0 = Dq[j][2 * pr], dq1 = Dq[j][2 * pr + 1];
+          const float m0 = solve ? grad::mix_query(al, qv.x, xv.x) : qv.x;
+          const float m1 = solve ? grad::mix_query(al, qv.y, xv.y) : qv.y;
+          (pr ? qdq1 : qdq0) += m0 * dq0 + m1 * dq1;
+          (pr ? da1 : da0) += dq0 * (xv.x - qv.x) + dq1 * (xv.y - qv.y);
+          X[j][2 * pr] = al * dq0;
+          X[j][2 * pr + 1] = al * dq1;
+          if (v) {
+            *reinterpret_cast<float2*>(qm_ws + (pr ? mb : ma) + col) = make_float2(m0, m1);
+            // r > 0: dq~ is parked in shared memory until z replaces it. r = 0: dq = dq~, z = 0.
+            if (!solve) {
+              *reinterpret_cast<float2*>(z_ws + (pr ? zb : za) + col) = make_float2(0.f, 0.f);
+              bwd_solve_detail::store_dq2(p.dq, (pr ? db : da) + col, dq0, dq1, tag);
+            }
           }
         }
-      }
     }
 #pragma unroll
     for (int o = 1; o < 4; o <<= 1) {
@@ -327,7 +409,9 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
         if (has_da) bwd_solve_detail::store_as(p.dalpha.data, p.dalpha.dtype, p.dalpha.offset(b, t0 + row_b, h), solve ? da1 : 0.f);
       }
     }
-  }
+  };
+  if (!kSplit && fast) mix_phase(bwd_solve_detail::Fast{});
+  else mix_phase(bwd_solve_detail::Any{});
   if (!solve) {
     float* w_ws = static_cast<float*>(p.ws.w.data);
     float* unu_ws = static_cast<float*>(p.ws.unu.data);
@@ -339,7 +423,15 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   }
 
   // ---- z = CH(A, dX): the forward's program on dX -----------------------------------------------
-  __syncthreads();  // S-bar and V are dead: H-bar and M take the big region
+  __syncthreads();  // S-bar and V are dead: H-bar and M take the big region, dq~ is parked
+  // dq~ parked in fragment order (each thread reads back only what it wrote: no barrier needed)
+  // (the address is formed again after the solve: nothing extra stays live across the rounds)
+  auto park_at = [&]() {
+    return reinterpret_cast<float4*>(smem + (warp < 2 ? Smem::kPark0 + warp * Smem::kParkWarp
+                                                      : Smem::kPark1 + (warp - 2) * Smem::kParkWarp)) + lane;
+  };
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) park_at()[32 * j] = make_float4(Dq[j][0], Dq[j][1], Dq[j][2], Dq[j][3]);
   tiling::stage_state_tile<D, D, kBwdSolveThreads, kSplit>(hbar, hb_hi, hb_lo, tid);
   if constexpr (kWgmma) tiling::wg::fence_proxy_async();  // H-bar, K: thread stores -> wgmma reads
   const float4* mask = solver::build_chebyshev_mask(F, len, mscr, warp, lane);
@@ -352,31 +444,42 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   }
 
   // ---- epilogue: dq = (1 - alpha) dq~ + z; z; u = a z . x -> w, u nu --------------------------------
-  {
+  auto epilogue = [&](auto tag) {
+    constexpr int kG = kSolveWgmma ? 16 : 4;  // n8 tiles per load group
     const float nu0 = nu_s[row_a], nu1 = nu_s[row_b];
     const float al0 = load_alpha(va, row_a), al1 = load_alpha(vb, row_b);
     const bool live0 = grad::has_solve_adjoint(r_iter, nu0), live1 = grad::has_solve_adjoint(r_iter, nu1);
     float zx0 = 0.f, zx1 = 0.f;
+    const float4* park = park_at();
     float* z_ws = static_cast<float*>(p.ws.z.data);
-    const int64_t za = p.ws.z.offset(b, t0 + row_a, h), zb = p.ws.z.offset(b, t0 + row_b, h);
-    const int64_t xa = p.x.offset(b, t0 + row_a, h), xb = p.x.offset(b, t0 + row_b, h);
-    const int64_t da = p.dq.offset(b, t0 + row_a, h), db = p.dq.offset(b, t0 + row_b, h);
+    const int64_t za = p.ws.z.offset(b, t0 + row_a, h) + 2 * c, zb = p.ws.z.offset(b, t0 + row_b, h) + 2 * c;
+    const int64_t xa = p.x.offset(b, t0 + row_a, h) + 2 * c, xb = p.x.offset(b, t0 + row_b, h) + 2 * c;
+    const int64_t da = p.dq.offset(b, t0 + row_a, h) + 2 * c, db = p.dq.offset(b, t0 + row_b, h) + 2 * c;
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int col = 8 * j + 2 * c;
+    for (int j0 = 0; j0 < D / 8; j0 += kG) {
+      float2 x2[kG][2];
 #pragma unroll
-      for (int pr = 0; pr < 2; ++pr) {
-        if (!(pr ? vb : va)) continue;
-        const bool live = pr ? live1 : live0;
-        const float al = pr ? al1 : al0;
-        float* zp = z_ws + (pr ? zb : za) + col;
-        const float2 dqt = *reinterpret_cast<const float2*>(zp);  // dq~, written above by this thread
-        const float z0 = live ? X[j][2 * pr] : 0.f, z1 = live ? X[j][2 * pr + 1] : 0.f;
-        const float2 x2 = gating::load2_as_float(p.x.data, p.x.dtype, (pr ? xb : xa) + col);
-        (pr ? zx1 : zx0) += z0 * x2.x + z1 * x2.y;
-        *reinterpret_cast<float2*>(zp) = make_float2(z0, z1);
-        gating::store2_from_float(p.dq.data, p.dq.dtype, (pr ? db : da) + col, (1.f - al) * dqt.x + z0,
-                                  (1.f - al) * dqt.y + z1);
+      for (int g = 0; g < kG; ++g)
+#pragma unroll
+        for (int pr = 0; pr < 2; ++pr) {
+          x2[g][pr] = make_float2(0.f, 0.f);
+          if (pr ? vb : va) x2[g][pr] = bwd_solve_detail::load_x2(p.x, (pr ? xb : xa) + 8 * (j0 + g), tag);
+        }
+#pragma unroll
+      for (int g = 0; g < kG; ++g) {
+        const int j = j0 + g, col = 8 * j;
+        const float4 dqt = park[32 * j];  // dq~ of rows a (x, y) and b (z, w)
+#pragma unroll
+        for (int pr = 0; pr < 2; ++pr) {
+          if (!(pr ? vb : va)) continue;
+          const bool live = pr ? live1 : live0;
+          const float al = pr ? al1 : al0;
+          const float z0 = live ? X[j][2 * pr] : 0.f, z1 = live ? X[j][2 * pr + 1] : 0.f;
+          const float t0v = pr ? dqt.z : dqt.x, t1v = pr ? dqt.w : dqt.y;
+          (pr ? zx1 : zx0) += z0 * x2[g][pr].x + z1 * x2[g][pr].y;
+          *reinterpret_cast<float2*>(z_ws + (pr ? zb : za) + col) = make_float2(z0, z1);
+          bwd_solve_detail::store_dq2(p.dq, (pr ? db : da) + col, (1.f - al) * t0v + z0, (1.f - al) * t1v + z1, tag);
+        }
       }
     }
 #pragma unroll
@@ -395,7 +498,9 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
       if (va) { w_ws[p.ws.w.offset(b, t0 + row_a, h)] = r0.w; unu_ws[p.ws.unu.offset(b, t0 + row_a, h)] = r0.u_nu; }
       if (vb) { w_ws[p.ws.w.offset(b, t0 + row_b, h)] = r1.w; unu_ws[p.ws.unu.offset(b, t0 + row_b, h)] = r1.u_nu; }
     }
-  }
+  };
+  if (!kSplit && p.x.dtype == DType::kFP32 && p.dq.dtype == DType::kBF16) epilogue(bwd_solve_detail::Fast{});
+  else epilogue(bwd_solve_detail::Any{});
 }
 
 }  // namespace kernels

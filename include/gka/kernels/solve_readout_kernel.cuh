@@ -277,13 +277,23 @@ __global__ void __launch_bounds__(kSolveThreads, kSplit ? 1 : 2) solve_readout_k
     const solver::ChunkOperands op{sh_hi, sh_lo, sk_hi, sk_lo, mask};
     solver::chebyshev_solve_rows<D, kSplit, kWgmma>(X, E, Dh, op, u_s, vv_s, ginv, ridge, r_iter, warp, lane);
   }
-  // X holds x (r > 0) or q (r = 0)
+  // X holds x (r > 0) or q (r = 0). One dtype dispatch and one row address per row (as store_o).
   if ((p.x.data != nullptr)) {
+    auto store_x = [&](auto tag) {
+      using T = decltype(tag);
+      T* xa = static_cast<T*>(p.x.data) + p.x.offset(b, t0 + row_a, h) + 2 * c;
+      T* xb = static_cast<T*>(p.x.data) + p.x.offset(b, t0 + row_b, h) + 2 * c;
+      const bool va = row_a < len, vb = row_b < len;
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int col = 8 * j + 2 * c;
-      if (row_a < len) gating::store2_from_float(p.x.data, p.x.dtype, p.x.offset(b, t0 + row_a, h) + col, X[j][0], X[j][1]);
-      if (row_b < len) gating::store2_from_float(p.x.data, p.x.dtype, p.x.offset(b, t0 + row_b, h) + col, X[j][2], X[j][3]);
+      for (int j = 0; j < D / 8; ++j) {
+        if (va) gating::store2<T>(xa + 8 * j, X[j][0], X[j][1]);
+        if (vb) gating::store2<T>(xb + 8 * j, X[j][2], X[j][3]);
+      }
+    };
+    switch (p.x.dtype) {
+      case DType::kBF16: store_x(__nv_bfloat16{}); break;
+      case DType::kFP16: store_x(__half{}); break;
+      default: store_x(float{}); break;
     }
   }
   // alpha-mix in fp32: q~ = q + alpha (x - q)
