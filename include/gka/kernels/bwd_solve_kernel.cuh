@@ -343,7 +343,9 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   const float al0 = load_alpha(va, row_a), al1 = load_alpha(vb, row_b);
   float X[D / 8][4];  // the solve's right-hand side dX = alpha dq~, then z
   auto mix_phase = [&](auto tag) {
-    constexpr int kG = kSolveWgmma ? 8 : 4;  // n8 tiles per load group (sm_80: fewer registers to spare)
+    // n8 tiles per load group (sm_80: fewer registers to spare), at most the D / 8 a row has
+    constexpr int kG = (kSolveWgmma ? 8 : 4) < D / 8 ? (kSolveWgmma ? 8 : 4) : D / 8;
+    static_assert((D / 8) % kG == 0, "whole load groups");
     float qdq0 = 0.f, qdq1 = 0.f, da0 = 0.f, da1 = 0.f;
     const int64_t qa = p.q.offset(b, t0 + row_a, h) + 2 * c, qb = p.q.offset(b, t0 + row_b, h) + 2 * c;
     const int64_t xa = p.x.offset(b, t0 + row_a, h) + 2 * c, xb = p.x.offset(b, t0 + row_b, h) + 2 * c;
@@ -445,7 +447,8 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
 
   // ---- epilogue: dq = (1 - alpha) dq~ + z; z; u = a z . x -> w, u nu --------------------------------
   auto epilogue = [&](auto tag) {
-    constexpr int kG = kSolveWgmma ? 16 : 4;  // n8 tiles per load group
+    constexpr int kG = (kSolveWgmma ? 16 : 4) < D / 8 ? (kSolveWgmma ? 16 : 4) : D / 8;  // n8 tiles per load group, <= D / 8
+    static_assert((D / 8) % kG == 0, "whole load groups");
     const float nu0 = nu_s[row_a], nu1 = nu_s[row_b];
     const float al0 = load_alpha(va, row_a), al1 = load_alpha(vb, row_b);
     const bool live0 = grad::has_solve_adjoint(r_iter, nu0), live1 = grad::has_solve_adjoint(r_iter, nu1);
