@@ -167,6 +167,16 @@ TEST_CASE("validate requires the gradient outputs that match the inputs", "[cpu]
     b.in.alpha = fx.args.in.g;
     require_error(gka::validate(b, Backend::kReference), Status::kErrorNullPointer, "dalpha.data");
   }
+  SECTION("saved chunk states: dtype and alignment of the forward's workspace") {
+    alignas(256) static uint8_t fws[512];
+    b.forward_workspace = fws;
+    REQUIRE(gka::validate(b, Backend::kReference).ok());
+    b.chunk_state_dtype = DType::kFP16;
+    require_error(gka::validate(b, Backend::kReference), Status::kErrorUnsupportedDType, "chunk_state_dtype");
+    b.chunk_state_dtype = DType::kBF16;
+    b.forward_workspace = fws + 16;
+    require_error(gka::validate(b, Backend::kReference), Status::kErrorMisaligned, "forward_workspace");
+  }
 }
 
 TEST_CASE("validate checks decode slots against the pool", "[cpu][validation]") {
@@ -188,6 +198,50 @@ TEST_CASE("validate checks decode slots against the pool", "[cpu][validation]") 
   SECTION("pad slot is accepted") { slots[0] = -1; REQUIRE(gka::validate(d, Backend::kReference).ok()); }
   SECTION("no read slots") { d.pool.read_slots = nullptr; require_error(gka::validate(d, Backend::kReference), Status::kErrorNullPointer, "pool.read_slots"); }
   SECTION("empty pool") { d.pool.num_slots = 0; require_error(gka::validate(d, Backend::kReference), Status::kErrorInvalidShape, "pool.num_slots"); }
+}
+
+// The CUDA kernels read and write every pool slot in one pass: no sequence may write a slot another
+// reads, nor two sequences the same slot (the reference reads everything first and allows both).
+TEST_CASE("validate rejects pool slots the one-pass CUDA kernels cannot honour", "[cpu][validation]") {
+  constexpr int64_t N = 2, H = 2, D = 64;
+  alignas(16) static float q[N * H * D], k[N * H * D], v[N * H * D], o[N * H * D];
+  std::vector<float> pool_h(4 * H * D * D), pool_s(4 * H * D * D);
+  alignas(16) int32_t reads[2] = {0, 1}, writes[2] = {2, 3};
+  gka::DecodeArgs d;
+  d.shape.batch = N;
+  d.shape.seqlen = 1;
+  d.shape.heads_q = d.shape.heads_kv = H;
+  d.shape.head_dim = D;
+  d.in.q = gka::TokenTensor::contiguous(q, DType::kFP32, 1, H, D);
+  d.in.k = gka::TokenTensor::contiguous(k, DType::kFP32, 1, H, D);
+  d.in.v = gka::TokenTensor::contiguous(v, DType::kFP32, 1, H, D);
+  d.o = gka::TokenTensor::contiguous(o, DType::kFP32, 1, H, D);
+  d.pool.h = gka::StateTensor::contiguous(pool_h.data(), DType::kFP32, H, D);
+  d.pool.s = gka::StateTensor::contiguous(pool_s.data(), DType::kFP32, H, D);
+  d.pool.num_slots = 4;
+  d.pool.read_slots = d.pool.host_read_slots = reads;
+  d.pool.write_slots = d.pool.host_write_slots = writes;
+  REQUIRE(gka::validate(d, Backend::kCuda).ok());
+  SECTION("two sequences write one slot") {
+    writes[1] = 2;
+    REQUIRE(gka::validate(d, Backend::kReference).ok());
+    require_error(gka::validate(d, Backend::kCuda), Status::kErrorInvalidSlot, "pool.write_slots");
+  }
+  SECTION("a sequence writes a slot another reads") {
+    writes[0] = 1;
+    REQUIRE(gka::validate(d, Backend::kReference).ok());
+    require_error(gka::validate(d, Backend::kCuda), Status::kErrorInvalidSlot, "pool");
+  }
+  SECTION("a forward with a pool takes no h0 / ht") {
+    gka::ForwardArgs f;
+    f.shape = d.shape;
+    f.in = d.in;
+    f.o = d.o;
+    f.pool = d.pool;
+    REQUIRE(gka::validate(f, Backend::kCuda).ok());
+    f.ht = d.pool.h;
+    require_error(gka::validate(f, Backend::kCuda), Status::kErrorInvalidShape, "pool");
+  }
 }
 
 TEST_CASE("status strings are distinct and non-empty", "[cpu][validation]") {

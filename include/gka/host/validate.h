@@ -369,6 +369,12 @@ inline Result validate(const BackwardArgs& a, Backend b) {
   GKA_RETURN_IF_ERROR(check_token("dbeta", a.dbeta, a.options.fuse_beta, B, T, Hq, 1, tok, b, true));
   GKA_RETURN_IF_ERROR(check_state("dh0", a.dh0, a.in.h0.present(), N, Hq, D, wide, b, true));
   GKA_RETURN_IF_ERROR(check_state("ds0", a.ds0, a.in.s0.present(), N, Hq, D, wide, b, true));
+  // Checked on both backends so that one BackwardArgs is valid everywhere; the reference ignores it.
+  if (a.forward_workspace != nullptr) {
+    GKA_RETURN_IF_ERROR(check_dtype("chunk_state_dtype", a.chunk_state_dtype, {DType::kFP32, DType::kBF16}));
+    if (reinterpret_cast<uintptr_t>(a.forward_workspace) % 256 != 0)
+      return fail(Status::kErrorMisaligned, "forward_workspace is not 256-byte aligned (a forward's workspace is)");
+  }
   return Result::success();
 }
 
