@@ -20,6 +20,8 @@
 // ms of the pair, fwd_ms / bwd_ms from an event between them, TFLOP/s by spec 9's forward +
 // backward count (4.83 MFLOP per token per head at r = 30); b*_ms: the backward's kernels
 // (gka::detail::BackwardProbe events).
+// BM_forward_backward_bf16_states: the same with bf16 chunk states (the forward's H-bar / S-bar and
+// the backward's per-chunk R-bar / S^ / B~: the bf16 plan of docs/gpu-backward.md).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -184,7 +186,7 @@ void run_forward(benchmark::State& state, int64_t T, int num_iter, gka::DType st
 
 void BM_forward(benchmark::State& state) { run_forward(state, state.range(0), 30); }
 
-void BM_forward_backward(benchmark::State& state) {
+void run_forward_backward(benchmark::State& state, gka::DType state_dtype) {
   const int64_t tokens = 65536, T = state.range(0), B = tokens / T, H = 16, D = 128;
   const int num_iter = 30;
   const size_t vec = static_cast<size_t>(B * T * H * D), scal = static_cast<size_t>(B * T * H);
@@ -216,6 +218,7 @@ void BM_forward_backward(benchmark::State& state) {
   fa.o = tt(o, gka::DType::kBF16, D);
   fa.x = tt(x, gka::DType::kFP32, D);
   fa.nu = tt(nu, gka::DType::kFP32, 1);
+  fa.chunk_state_dtype = state_dtype;
   gka::BackwardArgs ba;
   ba.shape = fa.shape;
   ba.in = fa.in;
@@ -232,6 +235,7 @@ void BM_forward_backward(benchmark::State& state) {
   void *fws, *bws;
   BENCH_CUDA(cudaMalloc(&fws, fws_bytes));
   ba.forward_workspace = fws;
+  ba.chunk_state_dtype = state_dtype;
   const size_t bws_bytes = gka::backward_workspace_size(ba);
   BENCH_CUDA(cudaMalloc(&bws, bws_bytes));
   cudaStream_t stream;
@@ -312,6 +316,9 @@ void BM_forward_iters(benchmark::State& state) { run_forward(state, state.range(
 
 void BM_forward_bf16_states(benchmark::State& state) { run_forward(state, state.range(0), 30, gka::DType::kBF16); }
 
+void BM_forward_backward(benchmark::State& state) { run_forward_backward(state, gka::DType::kFP32); }
+void BM_forward_backward_bf16_states(benchmark::State& state) { run_forward_backward(state, gka::DType::kBF16); }
+
 BENCHMARK(BM_forward)
     ->Arg(2048)->Arg(8192)->Arg(32768)
     ->UseManualTime()->Unit(benchmark::kMillisecond)
@@ -325,6 +332,11 @@ BENCHMARK(BM_forward_bf16_states)
     ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
 
 BENCHMARK(BM_forward_backward)
+    ->Arg(2048)->Arg(8192)->Arg(32768)
+    ->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);
+
+BENCHMARK(BM_forward_backward_bf16_states)
     ->Arg(2048)->Arg(8192)->Arg(32768)
     ->UseManualTime()->Unit(benchmark::kMillisecond)
     ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);

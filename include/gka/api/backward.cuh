@@ -47,6 +47,9 @@ inline ForwardArgs forward_args_of(const BackwardArgs& a) {
 struct BackwardLayout {
   int64_t chunk_bound = 0, tokens = 0;
   bool recompute_states = false, recompute_x = false;
+  // chunk states in bf16: the forward saved its H-bar / S-bar in bf16, and the backward's own
+  // per-chunk states (R-bar, S^, B~) follow them (their errors are of the same size, docs/gpu-backward.md)
+  bool bf16_states = false;
   size_t off_table = 0, off_seqs = 0;
   size_t off_h = 0, off_s = 0;             // recomputed chunk states (fp32)
   size_t off_x = 0, off_nu = 0, off_o = 0; // recomputed x (fp32), nu, and the forward's o (discarded)
@@ -65,6 +68,7 @@ inline BackwardLayout backward_layout(const BackwardArgs& a) {
   L.tokens = s.batch * s.seqlen;
   L.recompute_states = a.forward_workspace == nullptr;
   L.recompute_x = !a.x.present() || !a.nu.present();
+  L.bf16_states = !L.recompute_states && a.chunk_state_dtype == DType::kBF16;
   size_t end = 0;
   auto take = [&](size_t bytes) {
     const size_t off = end;
@@ -73,7 +77,8 @@ inline BackwardLayout backward_layout(const BackwardArgs& a) {
   };
   const size_t f4 = sizeof(float);
   const size_t tokD = static_cast<size_t>(L.tokens) * Hq * D * f4, tok1 = static_cast<size_t>(L.tokens) * Hq * f4;
-  const size_t chunkDD = static_cast<size_t>(L.chunk_bound) * Hq * D * D * f4;
+  const size_t chunkDD = static_cast<size_t>(L.chunk_bound) * Hq * D * D * f4;  // recomputed H-bar, S-bar
+  const size_t chunkDD_ws = static_cast<size_t>(L.chunk_bound) * Hq * D * D * (L.bf16_states ? 2 : f4);
   const size_t seqDD = static_cast<size_t>(N) * Hq * D * D * f4;
   if (s.varlen()) {
     L.off_table = take(static_cast<size_t>(L.chunk_bound) * 8);
@@ -96,12 +101,12 @@ inline BackwardLayout backward_layout(const BackwardArgs& a) {
   L.off_w = take(tok1);
   L.off_unu = take(tok1);
   L.off_dgs = take(tok1);
-  L.off_rend = take(chunkDD);
-  L.off_send = take(chunkDD);
+  L.off_rend = take(chunkDD_ws);
+  L.off_send = take(chunkDD_ws);
   L.off_rfirst = take(seqDD);
   L.off_sfirst = take(seqDD);
   if (a.bp_lambda) {
-    L.off_bend = take(chunkDD);
+    L.off_bend = take(chunkDD_ws);
     L.off_btotal = take(seqDD);
   }
   L.total = end;
@@ -204,7 +209,7 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_solve, stream));
   {
     static std::atomic<uint64_t> s{0};
-    GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState>,
+    GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState, TState>,
                                        dim3(static_cast<unsigned>(num_seqs * p.heads_q), 3, D / 64),
                                        kernels::kRscanThreads, kernels::RscanSmem<D>::kBytes, stream, p,
                                        "bwd_reverse_scan_kernel"));
@@ -212,23 +217,23 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_rscan, stream));
   if (cb > 0) {
     static std::atomic<uint64_t> s1{0};
-    GKA_RETURN_IF_ERROR(launch_checked(s1, kernels::bwd_gla_kernel<D, TState>, dim3(cb, hq), kernels::kBwdGlaThreads,
+    GKA_RETURN_IF_ERROR(launch_checked(s1, kernels::bwd_gla_kernel<D, TState, TState>, dim3(cb, hq), kernels::kBwdGlaThreads,
                                        kernels::BwdGlaSmem<D>::kBytes, stream, p, "bwd_gla_kernel"));
   }
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_gla, stream));
   if (cb > 0) {
     static std::atomic<uint64_t> s2{0};
-    GKA_RETURN_IF_ERROR(launch_checked(s2, kernels::bwd_cov_kernel<D, TState>, dim3(cb, hq), kernels::kBwdCovThreads,
+    GKA_RETURN_IF_ERROR(launch_checked(s2, kernels::bwd_cov_kernel<D, TState, TState>, dim3(cb, hq), kernels::kBwdCovThreads,
                                        kernels::BwdCovSmem<D>::kBytes, stream, p, "bwd_cov_kernel"));
   }
   return record(probe, &BackwardProbe::after_cov, stream);
 }
 
-// dk, dv over the GQA groups; dH_0, dS_0.
+// dk, dv over the GQA groups (with direct_dkv the GLA / cov kernels wrote them); dH_0, dS_0.
 template <int D>
 inline Result launch_backward_finish(const kernels::BackwardParams& p, int64_t tokens, int64_t num_seqs,
                                      cudaStream_t stream) {
-  if (tokens > 0) {
+  if (tokens > 0 && !p.direct_dkv) {
     const int64_t pairs = tokens * (D / 2);
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((pairs + kernels::kBwdFinishThreads - 1) /
                                                                         kernels::kBwdFinishThreads, 4096));
@@ -340,7 +345,7 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   ForwardArgs fa = detail::forward_args_of(args);
   const void* states_h = nullptr;
   const void* states_s = nullptr;
-  bool bf16_states = false;
+  const bool bf16_states = L.bf16_states;
   if (L.recompute_states || L.recompute_x) {
     // Recompute into this workspace, fp32 (the saved forward workspace, if any, is not touched).
     fa.chunk_state_dtype = DType::kFP32;
@@ -350,7 +355,6 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
       const detail::ForwardLayout FL = detail::forward_layout(detail::forward_args_of(args));
       states_h = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_h;
       states_s = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_s;
-      bf16_states = args.chunk_state_dtype == DType::kBF16;
     } else {
       GKA_RETURN_IF_ERROR(detail::launch_state_scans(fa, geo, sh, ss, false, stream));
       states_h = sh;
@@ -366,7 +370,6 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
     const detail::ForwardLayout FL = detail::forward_layout(fa);
     states_h = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_h;
     states_s = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_s;
-    bf16_states = args.chunk_state_dtype == DType::kBF16;
   }
 
   GKA_RETURN_IF_ERROR(detail::record(probe, &detail::BackwardProbe::after_prologue, stream));
@@ -400,6 +403,7 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   p.ds0 = args.ds0;
   p.dk_out = args.dk;
   p.dv_out = args.dv;
+  p.direct_dkv = p.group == 1;
   auto tokD = [&](size_t off) { return TokenTensor::contiguous(ws + off, DType::kFP32, T, Hq, D); };
   auto tok1 = [&](size_t off) { return TokenTensor::contiguous(ws + off, DType::kFP32, T, Hq, 1); };
   p.ws.z = tokD(L.off_z);
@@ -410,12 +414,12 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   p.ws.w = tok1(L.off_w);
   p.ws.unu = tok1(L.off_unu);
   p.ws.dg_s = tok1(L.off_dgs);
-  p.ws.r_end = reinterpret_cast<float*>(ws + L.off_rend);
-  p.ws.s_end = reinterpret_cast<float*>(ws + L.off_send);
+  p.ws.r_end = ws + L.off_rend;
+  p.ws.s_end = ws + L.off_send;
   p.ws.r_first = reinterpret_cast<float*>(ws + L.off_rfirst);
   p.ws.s_first = reinterpret_cast<float*>(ws + L.off_sfirst);
   if (args.bp_lambda) {
-    p.ws.b_end = reinterpret_cast<float*>(ws + L.off_bend);
+    p.ws.b_end = ws + L.off_bend;
     p.ws.b_total = reinterpret_cast<float*>(ws + L.off_btotal);
   }
 

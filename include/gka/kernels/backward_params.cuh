@@ -41,10 +41,11 @@ struct BackwardWorkspace {
   TokenTensor w;     // w_t = 2 u_t / nu_t, u_t = a z_t.x_t (0 without bp_lambda or where nu = 0)
   TokenTensor unu;   // u_t nu_t (0 likewise)
   TokenTensor dg_s;  // the S part of dg: chunk-local reverse cumsum of dG (inter-chunk term included)
-  // per chunk and query head, D x D, row-major; "end" = the state after chunk n
-  float* r_end = nullptr;  // R-bar_n = sum_{t after chunk n} e^{F_t - F_end(n)} z_t x_t^T  (+ decayed -dH_T)
-  float* s_end = nullptr;  // S^_end(n) = s sum_{t after chunk n} e^{G_t - G_end(n)} q~_t do_t^T (+ decayed dS_T)
-  float* b_end = nullptr;  // B~_n = sum_{t after chunk n} e^{F_t - F_end(n)} w_t H_t  (bp_lambda only)
+  // per chunk and query head, D x D, row-major; "end" = the state after chunk n. Element type TWs
+  // of the kernels (kernels/bwd_*: fp32, or bf16 alongside bf16 forward chunk states)
+  void* r_end = nullptr;  // R-bar_n = sum_{t after chunk n} e^{F_t - F_end(n)} z_t x_t^T  (+ decayed -dH_T)
+  void* s_end = nullptr;  // S^_end(n) = s sum_{t after chunk n} e^{G_t - G_end(n)} q~_t do_t^T (+ decayed dS_T)
+  void* b_end = nullptr;  // B~_n = sum_{t after chunk n} e^{F_t - F_end(n)} w_t H_t  (bp_lambda only)
   // per sequence and query head, D x D: the reverse scans' final states
   float* r_first = nullptr;  // R-bar_{-1}
   float* s_first = nullptr;  // S^ before the first chunk (= dS_0)
@@ -68,7 +69,8 @@ struct BackwardParams {
   TokenTensor dq, dalpha;          // outputs written by the solve kernel (dalpha optional)
   TokenTensor dg, df;              // outputs written by the cov kernel (each optional)
   StateTensor dh0, ds0;            // outputs written by the finish kernel (each optional)
-  TokenTensor dk_out, dv_out;      // outputs written by the finish kernel
+  TokenTensor dk_out, dv_out;      // outputs: the GLA (dv) and cov (dk) kernels write them when
+  bool direct_dkv = false;         // direct_dkv (group == 1, nothing to sum), else the finish kernel
   BackwardWorkspace ws;
 };
 

@@ -124,8 +124,8 @@ GKA_DEVICE inline void stage_state_piece(const TState* __restrict__ src, int r0,
 // The piece (r0.., c0..) of G = R + R^T (+ B) -> bf16 hi + lo piece tiles, summed in fp32 before
 // the split. One 4 x 4 block per step: R's block (a, b) and the transposed block (b, a) as float4
 // rows. Also adds this thread's parts of <R, Hbar> (rh) and <B, Hbar> (bh) from the same loads.
-template <int D, int kThreads, class TState>
-GKA_DEVICE inline void stage_sym_piece(const float* __restrict__ R, const float* __restrict__ B,
+template <int D, int kThreads, class TState, class TWs>
+GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __restrict__ B,
                                        const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo, int tid,
                                        float& rh, float& bh) {
   constexpr int kBlk = kP / 4;
@@ -186,7 +186,7 @@ GKA_DEVICE inline void quad_sum(float& s0, float& s1) {
 
 }  // namespace bwd_cov_detail
 
-template <int D, class TState, bool kKLo>
+template <int D, class TState, class TWs, bool kKLo>
 GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   using Smem = BwdCovSmem<D>;
   using namespace tiling;
@@ -205,8 +205,8 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   const bool lam = p.bp_lambda;
   const int64_t soff = (cidx * p.heads_q + h) * D * D;
   const TState* hbar = static_cast<const TState*>(p.states_h) + soff;
-  const float* rbar = p.ws.r_end + soff;
-  const float* btil = lam ? p.ws.b_end + soff : nullptr;
+  const TWs* rbar = static_cast<const TWs*>(p.ws.r_end) + soff;
+  const TWs* btil = lam ? static_cast<const TWs*>(p.ws.b_end) + soff : nullptr;
 
   uint8_t* k_hi = smem + Smem::kK;
   uint8_t* k_lo = k_hi + Smem::kTileKD;
@@ -431,20 +431,21 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
     gemm_rkn2<C, D, C, NT, true, true>(dk, ah, al, tX, 0, lane, slab);
   }
 
-  // ---- dk^H = -dk_pre, added to the GLA part (same thread reads and writes each element) -------------
+  // ---- dk^H = -dk_pre, added to the GLA part (same thread reads and writes each element); with
+  //      direct_dkv (group == 1) the sum is final and goes to the output in its dtype -----------------
   {
-    float* dkw = static_cast<float*>(p.ws.dk.data);
+    const float* dkw = static_cast<const float*>(p.ws.dk.data);
+    const TokenTensor& out = p.direct_dkv ? p.dk_out : p.ws.dk;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int row = half ? rb : ra;
       if (row >= len) continue;
-      float* dst = dkw + p.ws.dk.offset(b, t0 + row, h) + 2 * c;
+      const float* src = dkw + p.ws.dk.offset(b, t0 + row, h) + 2 * c;
+      const int64_t dst = out.offset(b, t0 + row, h) + 2 * c;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        float2 v = *reinterpret_cast<float2*>(dst + 8 * j);
-        v.x -= dk[j][2 * half];
-        v.y -= dk[j][2 * half + 1];
-        *reinterpret_cast<float2*>(dst + 8 * j) = v;
+        const float2 v = *reinterpret_cast<const float2*>(src + 8 * j);
+        gating::store2_from_float(out.data, out.dtype, dst + 8 * j, v.x - dk[j][2 * half], v.y - dk[j][2 * half + 1]);
       }
     }
   }
@@ -491,14 +492,15 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   }
 }
 
-template <int D, class TState>
+// TState: the forward's H-bar; TWs: R-bar and B~ as the reverse scan stored them (fp32, or bf16).
+template <int D, class TState, class TWs = float>
 __global__ void __launch_bounds__(kBwdCovThreads, 2) bwd_cov_kernel(BackwardParams p) {
   // no alignment padding (the layout is exactly 113 KiB at D = 128): SW128 tiles only need
   // 128-byte alignment for conflict-free ldmatrix (the swizzle is applied to tile offsets)
   extern __shared__ __align__(1024) uint8_t smem[];
   // a bf16 K is exact in bf16: no lo tile, no lo products (bitwise the same results)
-  if (p.k.dtype == DType::kBF16) bwd_cov_body<D, TState, false>(p, smem);
-  else bwd_cov_body<D, TState, true>(p, smem);
+  if (p.k.dtype == DType::kBF16) bwd_cov_body<D, TState, TWs, false>(p, smem);
+  else bwd_cov_body<D, TState, TWs, true>(p, smem);
 }
 
 }  // namespace kernels

@@ -83,10 +83,11 @@ GKA_DEVICE inline float4 load4(const __nv_bfloat16* p, int i) {
 }
 constexpr int kP = 64;  // S^ piece edge
 
-// The 64 x 64 piece (rows r0.., columns c0..) of S^ (fp32) -> bf16 hi + lo piece tiles; with kDot
-// also adds this thread's part of <S^, S-bar> over the piece, from the same batch of loads.
-template <int D, int kThreads, bool kDot, class TState>
-GKA_DEVICE inline void stage_shat_piece(const float* __restrict__ shat, const TState* __restrict__ sbar, int r0,
+// The 64 x 64 piece (rows r0.., columns c0..) of S^ (fp32 or bf16) -> bf16 hi [+ lo] piece tiles
+// (a bf16 S^ is exact: no lo); with kDot also adds this thread's part of <S^, S-bar> over the
+// piece, from the same batch of loads.
+template <int D, int kThreads, bool kDot, class TState, class TWs>
+GKA_DEVICE inline void stage_shat_piece(const TWs* __restrict__ shat, const TState* __restrict__ sbar, int r0,
                                         int c0, uint8_t* hi, uint8_t* lo, int tid, float& part) {
   constexpr int kAll = kP * kP / 4 / kThreads;
   // runs while a D-wide accumulator is live: at most 8 float4 in flight per thread
@@ -110,7 +111,7 @@ GKA_DEVICE inline void stage_shat_piece(const float* __restrict__ shat, const TS
     tiling::split_bf16(sv[u].z, sv[u].w, h1, l1);
     const uint32_t off = tiling::SwizzledTile<kP, kP>::offset(row, col);
     *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
-    *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
+    if constexpr (sizeof(TWs) == 4) *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
   }
   }
 }
@@ -135,7 +136,7 @@ GKA_DEVICE inline float2 token2(const TokenTensor& t, int64_t b, int64_t tok, in
 
 // kLo16: the lo parts of k, v, do (false: all three are bf16, exact; their lo tiles are neither
 // staged nor multiplied, which leaves every result bitwise unchanged).
-template <int D, class TState, bool kLo16>
+template <int D, class TState, class TWs, bool kLo16>
 GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   using Smem = BwdGlaSmem<D>;
   using namespace tiling;
@@ -154,7 +155,8 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   const int len = ce.len;
   const int64_t t0 = ce.t0;
   const float s = p.scale;
-  const float* shat = p.ws.s_end + (cidx * p.heads_q + h) * D * D;
+  constexpr bool kShatLo = sizeof(TWs) == 4;  // a bf16 S^ is exact: no lo tile, no lo products
+  const TWs* shat = static_cast<const TWs*>(p.ws.s_end) + (cidx * p.heads_q + h) * D * D;
   const TState* sbar = static_cast<const TState*>(p.states_s) + (cidx * p.heads_q + h) * D * D;
 
   uint8_t* s_hi = smem + Smem::kS;
@@ -243,13 +245,13 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
       db += __shfl_xor_sync(0xffffffffu, db, o);
     }
   };
+  // rows ja, jb of a token tensor of any float dtype (fp32 workspace arrays, or the dv output)
   auto store_rows = [&](const TokenTensor& out, const float (&a)[NT][4]) {
-    float* pa = static_cast<float*>(out.data) + out.offset(b, t0 + ja, h) + 2 * c;
-    float* pb = static_cast<float*>(out.data) + out.offset(b, t0 + jb, h) + 2 * c;
+    const int64_t oa = out.offset(b, t0 + ja, h) + 2 * c, ob = out.offset(b, t0 + jb, h) + 2 * c;
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
-      if (ja < len) *reinterpret_cast<float2*>(pa + 8 * j) = make_float2(a[j][0], a[j][1]);
-      if (jb < len) *reinterpret_cast<float2*>(pb + 8 * j) = make_float2(a[j][2], a[j][3]);
+      if (ja < len) gating::store2_from_float(out.data, out.dtype, oa + 8 * j, a[j][0], a[j][1]);
+      if (jb < len) gating::store2_from_float(out.data, out.dtype, ob + 8 * j, a[j][2], a[j][3]);
     }
   };
 
@@ -265,7 +267,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   for (int rh = 0; rh < NP; ++rh)
 #pragma unroll 1
     for (int ch = 0; ch < NP; ++ch) {
-      gemm_nk2_kpiece<kP, D, C, kP, kP, NQ, kLo16, true>(*reinterpret_cast<float(*)[NQ][4]>(&acc[rh * NQ][0]), tV,
+      gemm_nk2_kpiece<kP, D, C, kP, kP, NQ, kLo16, kShatLo>(*reinterpret_cast<float(*)[NQ][4]>(&acc[rh * NQ][0]), tV,
                                                          tS, m0, kP * ch, 0, lane);
       __syncthreads();
       const int q = rh * NP + ch + 1;
@@ -315,7 +317,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   for (int rh = 0; rh < NP; ++rh)
 #pragma unroll
     for (int ch = 0; ch < NP; ++ch) {
-      gemm_kn2_kpiece<kP, D, C, kP, kP, NQ, kLo16, true>(*reinterpret_cast<float(*)[NQ][4]>(&acc[ch * NQ][0]), tK,
+      gemm_kn2_kpiece<kP, D, C, kP, kP, NQ, kLo16, kShatLo>(*reinterpret_cast<float(*)[NQ][4]>(&acc[ch * NQ][0]), tK,
                                                          tS, m0, kP * rh, 0, lane);
       __syncthreads();
       const int q = rh * NP + ch + 1;
@@ -329,7 +331,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   gemm_nk2<D, C, D, C, NS, kLo16, true>(sc, tK, tQ, m0, 0, lane, slab);  // k_j . q~_i
   mask_split(sc, ah, al);
   gemm_rkn2<C, D, C, NT, true, kLo16>(acc, ah, al, tO, 0, lane, slab);  // + sum_i M_ji do_i
-  store_rows(p.ws.dv, acc);
+  store_rows(p.direct_dkv ? p.dv_out : p.ws.dv, acc);  // group == 1: the output itself
 
   // ---- dG: end term at C', chunk-local reverse cumsum (one warp, fixed order) ---------------------
   __syncthreads();  // dG, e_row visible; G no longer read
@@ -356,13 +358,14 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   }
 }
 
-template <int D, class TState>
+// TState: the forward's S-bar; TWs: S^ as the reverse scan stored it (fp32, or bf16).
+template <int D, class TState, class TWs = float>
 __global__ void __launch_bounds__(kBwdGlaThreads, 2) bwd_gla_kernel(BackwardParams p) {
   extern __shared__ __align__(1024) uint8_t smem[];
   if (p.k.dtype == DType::kBF16 && p.v.dtype == DType::kBF16 && p.d_o.dtype == DType::kBF16)
-    bwd_gla_body<D, TState, false>(p, smem);
+    bwd_gla_body<D, TState, TWs, false>(p, smem);
   else
-    bwd_gla_body<D, TState, true>(p, smem);
+    bwd_gla_body<D, TState, TWs, true>(p, smem);
 }
 
 }  // namespace kernels

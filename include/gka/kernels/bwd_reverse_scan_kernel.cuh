@@ -150,10 +150,10 @@ GKA_DEVICE inline void split_in_place(uint8_t* tile, int pitch, DType t, const f
   }
 }
 
-// This thread's accumulator fragment -> a row-major fp32 D x D state, 16-byte streaming stores: lanes
+// This thread's accumulator fragment -> a row-major fp32 (or bf16) D x D state, 16-byte (8-byte) streaming stores: lanes
 // c and c ^ 1 of a quad swap one float2 so that the quad holds 16 contiguous columns of its row.
-template <int D, int NT>
-GKA_DEVICE inline void store_state(float* out, const float (&acc)[NT][4], int row0, int col0, int lane) {
+template <int D, int NT, class TOut>
+GKA_DEVICE inline void store_state(TOut* out, const float (&acc)[NT][4], int row0, int col0, int lane) {
   const int r = lane >> 2, c = lane & 3;
   const bool odd = c & 1;
 #pragma unroll
@@ -166,7 +166,9 @@ GKA_DEVICE inline void store_state(float* out, const float (&acc)[NT][4], int ro
       const float ry = __shfl_xor_sync(0xffffffffu, odd ? p0y : p1y, 1);
       const float4 v = odd ? make_float4(rx, ry, p1x, p1y) : make_float4(p0x, p0y, rx, ry);
       const int col = col0 + 16 * jj + (odd ? 8 + 2 * (c - 1) : 2 * c);
-      __stcs(reinterpret_cast<float4*>(out + static_cast<int64_t>(row0 + r + 8 * h) * D + col), v);
+      TOut* dst = out + static_cast<int64_t>(row0 + r + 8 * h) * D + col;
+      if constexpr (sizeof(TOut) == 4) __stcs(reinterpret_cast<float4*>(dst), v);
+      else __stcs(reinterpret_cast<uint2*>(dst), make_uint2(tiling::pack_bf16(v.x, v.y), tiling::pack_bf16(v.z, v.w)));
     }
 }
 
@@ -215,7 +217,9 @@ GKA_DEVICE inline void chunk_products(float (&acc)[NT][4], uint32_t k_base, uint
 
 }  // namespace rscan
 
-template <int D, class TState>
+// TState: the forward's chunk states (H-bar, read by the B~ role); TWs: the per-chunk states this
+// kernel writes (ws.r_end / s_end / b_end: fp32, or bf16 with bf16 forward states).
+template <int D, class TState, class TWs = float>
 __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_reverse_scan_kernel(BackwardParams p) {
   using Smem = RscanSmem<D>;
   constexpr int NT = D / 16;  // n8 tiles per warp (D/2 columns)
@@ -245,7 +249,7 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   const bool vals_raw = vals_t.dtype == DType::kBF16;  // values enter the MMA as loaded
   const int64_t head = role == 2 ? hk : h;
   const gating::Gate gate = role == 1 ? p.gate_s : p.gate_h;
-  float* per_chunk = role == 0 ? p.ws.r_end : role == 1 ? p.ws.s_end : p.ws.b_end;
+  TWs* per_chunk = static_cast<TWs*>(role == 0 ? p.ws.r_end : role == 1 ? p.ws.s_end : p.ws.b_end);
   float* per_seq = role == 0 ? p.ws.r_first : role == 1 ? p.ws.s_first : p.ws.b_total;
   const int kbytes = dtype_size(keys_t.dtype), vbytes = dtype_size(vals_t.dtype);
   const uint8_t* kbase = static_cast<const uint8_t*>(keys_t.data) + keys_t.offset(se.b, se.t0, head) * kbytes;

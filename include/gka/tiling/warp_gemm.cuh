@@ -3,12 +3,13 @@
 // chunk-parallel kernels are sequences of these.
 //
 // Operands are bf16 SW128 tiles (tiling::SwizzledTile, staged by tiling/stage.cuh), optionally with
-// a lo tile holding bf16(x - hi): with kLo the product is hi*hi + lo*hi + hi*lo (about 16
-// significant bits per operand, the lo*lo term is below that), without it hi*hi.
+// a lo tile holding bf16(x - hi): the product is hi*hi + lo_a*hi_b + hi_a*lo_b, each lo term only
+// where that operand has a lo part (about 16 significant bits per operand; lo*lo is below that).
 //
-//   gemm_nk: acc[NT][4] += A[m0 .. m0+16)[0 .. K) * B[n0 .. n0+8NT)[0 .. K)^T   (B stored [N][K])
-//   gemm_kn: acc[NT][4] += A[m0 .. m0+16)[0 .. K) * B[0 .. K)[n0 .. n0+8NT)     (B stored [K][N])
-//   gemm_rkn: the same as gemm_kn with A given as register fragments (e.g. a masked score tile).
+//   gemm_nk2: acc[NT][4] += A[m0 .. m0+16)[0 .. K) * B[n0 .. n0+8NT)[0 .. K)^T   (B stored [N][K])
+//   gemm_kn2: acc[NT][4] += A[m0 .. m0+16)[0 .. K) * B[0 .. K)[n0 .. n0+8NT)     (B stored [K][N])
+//   gemm_rkn2: the same as gemm_kn2 with A given as register fragments (e.g. a masked score tile).
+//   *_kpiece: one k-range of the above against a B that holds only that range (a staged piece).
 // Tile template arguments follow SwizzledTile<Cols, Rows>: A is <ACols = K, ARows>, B is
 // <BCols, BRows> as stored. Accumulator layout: tiling/mma.cuh.
 #pragma once
@@ -32,68 +33,6 @@ GKA_DEVICE inline void zero_acc(float (&acc)[NT][4]) {
   for (int j = 0; j < NT; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
-}
-
-template <int K, int ARows, int BCols, int BRows, int NT, bool kLo>
-GKA_DEVICE inline void gemm_nk(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int n0, int lane) {
-  static_assert(NT % 2 == 0, "n8 tiles come in pairs");
-#pragma unroll
-  for (int kt = 0; kt < K / 16; ++kt) {
-    uint32_t ah[4], al[4];
-    load_a<K, ARows>(a.hi, m0, 16 * kt, lane, ah);
-    if constexpr (kLo) load_a<K, ARows>(a.lo, m0, 16 * kt, lane, al);
-#pragma unroll
-    for (int np = 0; np < NT / 2; ++np) {
-      uint32_t bh[4];
-      load_b_nk<BCols, BRows>(b.hi, n0 + 16 * np, 16 * kt, lane, bh);
-      mma_bf16(acc[2 * np], ah, bh[0], bh[1]);
-      mma_bf16(acc[2 * np + 1], ah, bh[2], bh[3]);
-      if constexpr (kLo) {
-        uint32_t bl[4];
-        load_b_nk<BCols, BRows>(b.lo, n0 + 16 * np, 16 * kt, lane, bl);
-        mma_bf16(acc[2 * np], al, bh[0], bh[1]);
-        mma_bf16(acc[2 * np + 1], al, bh[2], bh[3]);
-        mma_bf16(acc[2 * np], ah, bl[0], bl[1]);
-        mma_bf16(acc[2 * np + 1], ah, bl[2], bl[3]);
-      }
-    }
-  }
-}
-
-// A as register fragments: ah[kt] / al[kt] for k-steps kt = 0 .. K/16 (al read only with kLo).
-template <int K, int BCols, int BRows, int NT, bool kLo>
-GKA_DEVICE inline void gemm_rkn(float (&acc)[NT][4], const uint32_t (&ah)[K / 16][4], const uint32_t (&al)[K / 16][4],
-                                SplitTile b, int n0, int lane) {
-  static_assert(NT % 2 == 0, "n8 tiles come in pairs");
-#pragma unroll
-  for (int kt = 0; kt < K / 16; ++kt) {
-#pragma unroll
-    for (int np = 0; np < NT / 2; ++np) {
-      uint32_t bh[4];
-      load_b_kn<BCols, BRows>(b.hi, n0 + 16 * np, 16 * kt, lane, bh);
-      mma_bf16(acc[2 * np], ah[kt], bh[0], bh[1]);
-      mma_bf16(acc[2 * np + 1], ah[kt], bh[2], bh[3]);
-      if constexpr (kLo) {
-        uint32_t bl[4];
-        load_b_kn<BCols, BRows>(b.lo, n0 + 16 * np, 16 * kt, lane, bl);
-        mma_bf16(acc[2 * np], al[kt], bh[0], bh[1]);
-        mma_bf16(acc[2 * np + 1], al[kt], bh[2], bh[3]);
-        mma_bf16(acc[2 * np], ah[kt], bl[0], bl[1]);
-        mma_bf16(acc[2 * np + 1], ah[kt], bl[2], bl[3]);
-      }
-    }
-  }
-}
-
-template <int K, int ARows, int BCols, int BRows, int NT, bool kLo>
-GKA_DEVICE inline void gemm_kn(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int n0, int lane) {
-  uint32_t ah[K / 16][4], al[K / 16][4];
-#pragma unroll
-  for (int kt = 0; kt < K / 16; ++kt) {
-    load_a<K, ARows>(a.hi, m0, 16 * kt, lane, ah[kt]);
-    if constexpr (kLo) load_a<K, ARows>(a.lo, m0, 16 * kt, lane, al[kt]);
-  }
-  gemm_rkn<K, BCols, BRows, NT, kLo>(acc, ah, al, b, n0, lane);
 }
 
 // ---- per-operand lo flags (bf16-exact operands have a zero lo part: neither staged nor multiplied)
