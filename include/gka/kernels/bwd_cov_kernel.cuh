@@ -176,6 +176,16 @@ GKA_DEVICE inline void row_dot_add(const float (&acc)[NT][4], const uint8_t* hi,
     s1 += acc[j][2] * (tiling::bf16_lo(hb) + tiling::bf16_lo(lb)) + acc[j][3] * (tiling::bf16_hi(hb) + tiling::bf16_hi(lb));
   }
 }
+// dst[8j + 0, 1] = src[8j + 0, 1] - acc[j][2 half + 0, 1]: one accumulator row subtracted from an
+// fp32 row, stored in dst's type.
+template <int NT, class T>
+GKA_DEVICE inline void sub_rows(T* dst, const float* src, const float (&acc)[NT][4], int half) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const float2 v = *reinterpret_cast<const float2*>(src + 8 * j);
+    gating::store2(dst + 8 * j, v.x - acc[j][2 * half], v.y - acc[j][2 * half + 1]);
+  }
+}
 GKA_DEVICE inline void quad_sum(float& s0, float& s1) {
 #pragma unroll
   for (int o = 1; o < 4; o <<= 1) {
@@ -434,19 +444,17 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   // ---- dk^H = -dk_pre, added to the GLA part (same thread reads and writes each element); with
   //      direct_dkv (group == 1) the sum is final and goes to the output in its dtype -----------------
   {
-    const float* dkw = static_cast<const float*>(p.ws.dk.data);
     const TokenTensor& out = p.direct_dkv ? p.dk_out : p.ws.dk;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int row = half ? rb : ra;
       if (row >= len) continue;
-      const float* src = dkw + p.ws.dk.offset(b, t0 + row, h) + 2 * c;
+      const float* src = static_cast<const float*>(p.ws.dk.data) + p.ws.dk.offset(b, t0 + row, h) + 2 * c;
       const int64_t dst = out.offset(b, t0 + row, h) + 2 * c;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const float2 v = *reinterpret_cast<const float2*>(src + 8 * j);
-        gating::store2_from_float(out.data, out.dtype, dst + 8 * j, v.x - dk[j][2 * half], v.y - dk[j][2 * half + 1]);
-      }
+      // one dtype dispatch outside the stores
+      if (out.dtype == DType::kBF16) sub_rows(static_cast<__nv_bfloat16*>(out.data) + dst, src, dk, half);
+      else if (out.dtype == DType::kFP16) sub_rows(static_cast<__half*>(out.data) + dst, src, dk, half);
+      else sub_rows(static_cast<float*>(out.data) + dst, src, dk, half);
     }
   }
   __syncthreads();  // row scalars visible

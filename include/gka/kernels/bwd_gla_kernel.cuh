@@ -83,6 +83,16 @@ GKA_DEVICE inline float4 load4(const __nv_bfloat16* p, int i) {
 }
 constexpr int kP = 64;  // S^ piece edge
 
+// A 16-row accumulator slice's two rows (this lane's 2 columns of every n8 tile) to typed rows pa, pb.
+template <int NT, class T>
+GKA_DEVICE inline void store_acc_rows(T* pa, T* pb, bool va, bool vb, const float (&a)[NT][4]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    if (va) gating::store2(pa + 8 * j, a[j][0], a[j][1]);
+    if (vb) gating::store2(pb + 8 * j, a[j][2], a[j][3]);
+  }
+}
+
 // The 64 x 64 piece (rows r0.., columns c0..) of S^ (fp32 or bf16) -> bf16 hi [+ lo] piece tiles
 // (a bf16 S^ is exact: no lo); with kDot also adds this thread's part of <S^, S-bar> over the
 // piece, from the same batch of loads.
@@ -245,14 +255,11 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
       db += __shfl_xor_sync(0xffffffffu, db, o);
     }
   };
-  // rows ja, jb of a token tensor of any float dtype (fp32 workspace arrays, or the dv output)
+  // rows ja, jb of an fp32 workspace array
   auto store_rows = [&](const TokenTensor& out, const float (&a)[NT][4]) {
-    const int64_t oa = out.offset(b, t0 + ja, h) + 2 * c, ob = out.offset(b, t0 + jb, h) + 2 * c;
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      if (ja < len) gating::store2_from_float(out.data, out.dtype, oa + 8 * j, a[j][0], a[j][1]);
-      if (jb < len) gating::store2_from_float(out.data, out.dtype, ob + 8 * j, a[j][2], a[j][3]);
-    }
+    float* base = static_cast<float*>(out.data);
+    store_acc_rows(base + out.offset(b, t0 + ja, h) + 2 * c, base + out.offset(b, t0 + jb, h) + 2 * c, ja < len,
+                   jb < len, a);
   };
 
   float acc[NT][4];
@@ -331,7 +338,18 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   gemm_nk2<D, C, D, C, NS, kLo16, true>(sc, tK, tQ, m0, 0, lane, slab);  // k_j . q~_i
   mask_split(sc, ah, al);
   gemm_rkn2<C, D, C, NT, true, kLo16>(acc, ah, al, tO, 0, lane, slab);  // + sum_i M_ji do_i
-  store_rows(p.direct_dkv ? p.dv_out : p.ws.dv, acc);  // group == 1: the output itself
+  if (!p.direct_dkv) {
+    store_rows(p.ws.dv, acc);
+  } else {  // group == 1: the output itself, one dtype dispatch outside the stores
+    const int64_t oa = p.dv_out.offset(b, t0 + ja, h) + 2 * c, ob = p.dv_out.offset(b, t0 + jb, h) + 2 * c;
+    void* base = p.dv_out.data;
+    if (p.dv_out.dtype == DType::kBF16)
+      store_acc_rows(static_cast<__nv_bfloat16*>(base) + oa, static_cast<__nv_bfloat16*>(base) + ob, ja < len, jb < len, acc);
+    else if (p.dv_out.dtype == DType::kFP16)
+      store_acc_rows(static_cast<__half*>(base) + oa, static_cast<__half*>(base) + ob, ja < len, jb < len, acc);
+    else
+      store_acc_rows(static_cast<float*>(base) + oa, static_cast<float*>(base) + ob, ja < len, jb < len, acc);
+  }
 
   // ---- dG: end term at C', chunk-local reverse cumsum (one warp, fixed order) ---------------------
   __syncthreads();  // dG, e_row visible; G no longer read
