@@ -22,6 +22,8 @@
 // (gka::detail::BackwardProbe events).
 // BM_forward_backward_bf16_states: the same with bf16 chunk states (the forward's H-bar / S-bar and
 // the backward's per-chunk R-bar / S^ / B~: the bf16 plan of docs/gpu-backward.md).
+// BM_forward_backward_overlap: BackwardArgs::overlap_stream set (two kernel chains over the two
+// halves of the heads; no stage counters), fp32 or bf16 chunk states.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -186,7 +188,7 @@ void run_forward(benchmark::State& state, int64_t T, int num_iter, gka::DType st
 
 void BM_forward(benchmark::State& state) { run_forward(state, state.range(0), 30); }
 
-void run_forward_backward(benchmark::State& state, gka::DType state_dtype) {
+void run_forward_backward(benchmark::State& state, gka::DType state_dtype, bool overlap = false) {
   const int64_t tokens = 65536, T = state.range(0), B = tokens / T, H = 16, D = 128;
   const int num_iter = 30;
   const size_t vec = static_cast<size_t>(B * T * H * D), scal = static_cast<size_t>(B * T * H);
@@ -238,8 +240,12 @@ void run_forward_backward(benchmark::State& state, gka::DType state_dtype) {
   ba.chunk_state_dtype = state_dtype;
   const size_t bws_bytes = gka::backward_workspace_size(ba);
   BENCH_CUDA(cudaMalloc(&bws, bws_bytes));
-  cudaStream_t stream;
+  cudaStream_t stream, side = nullptr;
   BENCH_CUDA(cudaStreamCreate(&stream));
+  if (overlap) {
+    BENCH_CUDA(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    ba.overlap_stream = side;
+  }
   cudaEvent_t e0, e1, em;
   BENCH_CUDA(cudaEventCreate(&e0));
   BENCH_CUDA(cudaEventCreate(&e1));
@@ -262,7 +268,8 @@ void run_forward_backward(benchmark::State& state, gka::DType state_dtype) {
   auto step = [&]() {
     gka::Result r = gka::forward(fa, fws, fws_bytes, stream);
     if (r.ok()) BENCH_CUDA(cudaEventRecord(em, stream));
-    if (r.ok()) r = gka::detail::backward_impl(ba, bws, bws_bytes, stream, &probe);
+    // stage events would serialise the two chains: none with overlap
+    if (r.ok()) r = gka::detail::backward_impl(ba, bws, bws_bytes, stream, overlap ? nullptr : &probe);
     return r;
   };
   for (int w = 0; w < 2; ++w) {
@@ -284,7 +291,7 @@ void run_forward_backward(benchmark::State& state, gka::DType state_dtype) {
     fwd_ms += ms_f;
     bwd_ms += ms - ms_f;
     cudaEvent_t prev = em;
-    for (int k = 0; k <= kStages; ++k) {
+    for (int k = 0; k <= kStages && !overlap; ++k) {
       float t = 0;
       BENCH_CUDA(cudaEventElapsedTime(&t, prev, k < kStages ? ev[k] : e1));
       stage_ms[k] += t;
@@ -303,9 +310,10 @@ void run_forward_backward(benchmark::State& state, gka::DType state_dtype) {
   state.counters["bwd_ms"] = bwd_ms / n_it;
   const char* const stage_names[kStages + 1] = {"b0_prologue_ms", "b1_solve_ms", "b2_rscan_ms", "b3_gla_ms", "b4_cov_ms",
                                                 "b5_finish_ms"};
-  for (int k = 0; k <= kStages; ++k) state.counters[stage_names[k]] = stage_ms[k] / n_it;
+  for (int k = 0; k <= kStages && !overlap; ++k) state.counters[stage_names[k]] = stage_ms[k] / n_it;
   for (cudaEvent_t e : ev) BENCH_CUDA(cudaEventDestroy(e));
   BENCH_CUDA(cudaStreamDestroy(stream));
+  if (side != nullptr) BENCH_CUDA(cudaStreamDestroy(side));
   for (cudaEvent_t e : {e0, e1, em}) BENCH_CUDA(cudaEventDestroy(e));
   for (void* p : {q, k, v, alpha, g, o, x, nu, d_o, dq, dk, dv, dalpha, dg, fws, bws}) BENCH_CUDA(cudaFree(p));
 }
@@ -318,6 +326,9 @@ void BM_forward_bf16_states(benchmark::State& state) { run_forward(state, state.
 
 void BM_forward_backward(benchmark::State& state) { run_forward_backward(state, gka::DType::kFP32); }
 void BM_forward_backward_bf16_states(benchmark::State& state) { run_forward_backward(state, gka::DType::kBF16); }
+void BM_forward_backward_overlap(benchmark::State& state) {
+  run_forward_backward(state, state.range(1) ? gka::DType::kBF16 : gka::DType::kFP32, true);
+}
 
 BENCHMARK(BM_forward)
     ->Arg(2048)->Arg(8192)->Arg(32768)
@@ -338,6 +349,11 @@ BENCHMARK(BM_forward_backward)
 
 BENCHMARK(BM_forward_backward_bf16_states)
     ->Arg(2048)->Arg(8192)->Arg(32768)
+    ->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);
+
+BENCHMARK(BM_forward_backward_overlap)
+    ->ArgsProduct({{2048, 8192, 32768}, {0, 1}})->ArgNames({"T", "bf16_states"})
     ->UseManualTime()->Unit(benchmark::kMillisecond)
     ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);
 

@@ -115,6 +115,13 @@ struct BackwardArgs {
   // that forward's ForwardArgs::chunk_state_dtype) instead of recomputing them. Null: recompute.
   const void* forward_workspace = nullptr;
   DType chunk_state_dtype = DType::kFP32;
+  // GPU backward only, optional: a second CUDA stream (a cudaStream_t; kept as void* so this header
+  // needs no CUDA). The backward then runs the two halves of the kv heads as two kernel chains, the
+  // second started when the first half's adjoint solve is done, so one half's bandwidth-bound
+  // reverse scan shares the GPU with the other half's compute-bound kernels. Everything still
+  // starts after and finishes before the work on the main stream (event fork / join, CUDA-graph
+  // capturable); results are bitwise those of the one-stream call. Ignored with an odd H_kv.
+  void* overlap_stream = nullptr;
 };
 
 // Advance m >= 1 tokens per sequence from states kept in a pool (spec 5, 12.10).

@@ -302,6 +302,12 @@ std::vector<double> run_case(const BwdCase& c, uint64_t seed, bool graph_check, 
   }
   // determinism: a second run (freshly poisoned) is bitwise equal
   CHECK(run_backward(a, d, ws, stream) == first);
+  // two kernel chains on two streams (BackwardArgs::overlap_stream): bitwise the one-stream result
+  cudaStream_t side;
+  CUDA_OK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  gka::BackwardArgs ao = a;
+  ao.overlap_stream = side;
+  CHECK(run_backward(ao, d, ws, stream) == first);
   if (modes) {
     // saved chunk states (fp32) read the same values the scan recomputes: bitwise equal
     CHECK(run_backward(with_mode(base, P, fwd, Mode::kSavedStates), d, ws, stream) == first);
@@ -309,24 +315,29 @@ std::vector<double> run_case(const BwdCase& c, uint64_t seed, bool graph_check, 
     CHECK(run_backward(with_mode(base, P, fwd, Mode::kRecomputeX), d, ws, stream) == first);
   }
   if (graph_check) {
-    const size_t bytes = gka::backward_workspace_size(a);
-    for (DevBuf& b : d.g) gka_test::poison(b, stream);
-    CUDA_OK(cudaStreamSynchronize(stream));
-    cudaGraph_t graph;
-    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    const gka::Result rc = gka::backward(a, ws.p, bytes, stream);
-    CUDA_OK(cudaStreamEndCapture(stream, &graph));
-    REQUIRE(rc.ok());
-    cudaGraphExec_t exec;
-    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaStreamSynchronize(stream));
-    const Snapshot third = download_all(d);
-    CHECK(third == first);
-    std::printf("     graph capture + replay: %s\n", third == first ? "bitwise equal" : "DIFFERS");
-    CUDA_OK(cudaGraphExecDestroy(exec));
-    CUDA_OK(cudaGraphDestroy(graph));
+    for (const gka::BackwardArgs* g : {&a, &ao}) {  // one stream, and the fork / join of two
+      const size_t bytes = gka::backward_workspace_size(*g);
+      for (DevBuf& b : d.g) gka_test::poison(b, stream);
+      CUDA_OK(cudaStreamSynchronize(stream));
+      cudaGraph_t graph;
+      CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+      const gka::Result rc = gka::backward(*g, ws.p, bytes, stream);
+      CUDA_OK(cudaStreamEndCapture(stream, &graph));
+      INFO(rc.what());
+      REQUIRE(rc.ok());
+      cudaGraphExec_t exec;
+      CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+      CUDA_OK(cudaGraphLaunch(exec, stream));
+      CUDA_OK(cudaStreamSynchronize(stream));
+      const Snapshot third = download_all(d);
+      CHECK(third == first);
+      std::printf("     graph capture + replay%s: %s\n", g == &ao ? " (two streams)" : "",
+                  third == first ? "bitwise equal" : "DIFFERS");
+      CUDA_OK(cudaGraphExecDestroy(exec));
+      CUDA_OK(cudaGraphDestroy(graph));
+    }
   }
+  CUDA_OK(cudaStreamDestroy(side));
   CUDA_OK(cudaStreamDestroy(stream));
   return e;
 }

@@ -189,10 +189,14 @@ inline Result launch_checked(std::atomic<uint64_t>& smem_set, Kernel kern, dim3 
   return cuda_result(cudaGetLastError(), what);
 }
 
+// The chunk kernels for the query heads p.head0 .. + p.heads_grid (all when heads_grid is 0).
+// after_solve, when given, is recorded right after the adjoint solve.
 template <int D, class TState>
 inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool split, int64_t num_seqs,
-                                      cudaStream_t stream, const BackwardProbe* probe) {
-  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
+                                      cudaStream_t stream, const BackwardProbe* probe,
+                                      cudaEvent_t after_solve = nullptr) {
+  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound);
+  const unsigned hq = static_cast<unsigned>(p.heads_grid > 0 ? p.heads_grid : p.heads_q);
   if (cb > 0) {
     if (split) {
       static std::atomic<uint64_t> s{0};
@@ -207,10 +211,11 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
     }
   }
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_solve, stream));
+  if (after_solve != nullptr) GKA_RETURN_IF_ERROR(cuda_result(cudaEventRecord(after_solve, stream), "overlap event"));
   {
     static std::atomic<uint64_t> s{0};
     GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState, TState>,
-                                       dim3(static_cast<unsigned>(num_seqs * p.heads_q), 3, D / 64),
+                                       dim3(static_cast<unsigned>(num_seqs * hq), 3, D / 64),
                                        kernels::kRscanThreads, kernels::RscanSmem<D>::kBytes, stream, p,
                                        "bwd_reverse_scan_kernel"));
   }
@@ -227,6 +232,30 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
                                        kernels::BwdCovSmem<D>::kBytes, stream, p, "bwd_cov_kernel"));
   }
   return record(probe, &BackwardProbe::after_cov, stream);
+}
+
+// With BackwardArgs::overlap_stream: heads [0, H/2) on `stream`, heads [H/2, H) on `side`, the side
+// chain started once the first half's solve is done (so its solve meets the first half's reverse
+// scan, and its scan the first half's GLA / cov); `stream` then waits for the side chain. Kernels
+// of the two halves touch disjoint heads of every array: bitwise the one-stream result.
+template <int D, class TState>
+inline Result launch_backward_kernels_overlapped(const kernels::BackwardParams& p, bool split, int64_t num_seqs,
+                                                 cudaStream_t stream, cudaStream_t side) {
+  cudaEvent_t solved = nullptr, joined = nullptr;
+  Result r = cuda_result(cudaEventCreateWithFlags(&solved, cudaEventDisableTiming), "overlap event");
+  if (r.ok()) r = cuda_result(cudaEventCreateWithFlags(&joined, cudaEventDisableTiming), "overlap event");
+  kernels::BackwardParams half = p;
+  half.heads_grid = p.heads_q / 2;
+  if (r.ok()) r = launch_backward_kernels<D, TState>(half, split, num_seqs, stream, nullptr, solved);
+  half.head0 = half.heads_grid;
+  if (r.ok()) r = cuda_result(cudaStreamWaitEvent(side, solved, 0), "overlap wait");
+  if (r.ok()) r = launch_backward_kernels<D, TState>(half, split, num_seqs, side, nullptr);
+  if (r.ok()) r = cuda_result(cudaEventRecord(joined, side), "overlap event");
+  if (r.ok()) r = cuda_result(cudaStreamWaitEvent(stream, joined, 0), "overlap wait");
+  // destroying a recorded event is legal: its resources go once the work it tracks is done
+  if (solved != nullptr) cudaEventDestroy(solved);
+  if (joined != nullptr) cudaEventDestroy(joined);
+  return r;
 }
 
 // dk, dv over the GQA groups (with direct_dkv the GLA / cov kernels wrote them); dH_0, dS_0.
@@ -425,12 +454,22 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
 
   const bool split = args.in.q.dtype != DType::kBF16;  // the forward's operand policy
   Result r = Result::success();
-  if (D == 64)
+  cudaStream_t side = static_cast<cudaStream_t>(args.overlap_stream);
+  // two chains only where the heads halve on a kv-head boundary (and not while probing stage times)
+  if (side != nullptr && side != stream && s.heads_kv % 2 == 0 && probe == nullptr) {
+    if (D == 64)
+      r = bf16_states ? detail::launch_backward_kernels_overlapped<64, __nv_bfloat16>(p, split, N, stream, side)
+                      : detail::launch_backward_kernels_overlapped<64, float>(p, split, N, stream, side);
+    else
+      r = bf16_states ? detail::launch_backward_kernels_overlapped<128, __nv_bfloat16>(p, split, N, stream, side)
+                      : detail::launch_backward_kernels_overlapped<128, float>(p, split, N, stream, side);
+  } else if (D == 64) {
     r = bf16_states ? detail::launch_backward_kernels<64, __nv_bfloat16>(p, split, N, stream, probe)
                     : detail::launch_backward_kernels<64, float>(p, split, N, stream, probe);
-  else
+  } else {
     r = bf16_states ? detail::launch_backward_kernels<128, __nv_bfloat16>(p, split, N, stream, probe)
                     : detail::launch_backward_kernels<128, float>(p, split, N, stream, probe);
+  }
   GKA_RETURN_IF_ERROR(r);
   return D == 64 ? detail::launch_backward_finish<64>(p, L.tokens, N, stream)
                  : detail::launch_backward_finish<128>(p, L.tokens, N, stream);

@@ -158,7 +158,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   constexpr int kT = kBwdGlaThreads, kW = kT / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
   const int slab = warp;  // rows 16 slab ..
-  const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
+  const int64_t cidx = blockIdx.x, h = p.head0 + blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
   const int64_t b = p.geo.varlen ? 0 : ce.seq;

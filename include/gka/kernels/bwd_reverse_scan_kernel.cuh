@@ -235,7 +235,8 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   float* misc = wts + 2 * C;                                         // [2][decay, c_n]
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
-  const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q, hk = h / p.group;
+  const int64_t hg = p.heads_grid > 0 ? p.heads_grid : p.heads_q;  // heads in this launch
+  const int64_t seq = blockIdx.x / hg, h = p.head0 + blockIdx.x % hg, hk = h / p.group;
   const tiling::SeqEntry se = p.geo.sequence(seq);
   const int64_t nchunks = (se.len + C - 1) / C;
   const int tile_row0 = blockIdx.z * 64;
