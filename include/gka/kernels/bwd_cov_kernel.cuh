@@ -177,14 +177,15 @@ GKA_DEVICE inline void row_dot_add(const float (&acc)[NT][4], const uint8_t* hi,
   }
 }
 // dst[8j + 0, 1] = src[8j + 0, 1] - acc[j][2 half + 0, 1]: one accumulator row subtracted from an
-// fp32 row, stored in dst's type.
+// fp32 row, stored in dst's type. All loads first: dst may alias src for all the compiler knows,
+// and interleaved each load would wait for the previous store (one memory round trip per tile).
 template <int NT, class T>
 GKA_DEVICE inline void sub_rows(T* dst, const float* src, const float (&acc)[NT][4], int half) {
+  float2 v[NT];
 #pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    const float2 v = *reinterpret_cast<const float2*>(src + 8 * j);
-    gating::store2(dst + 8 * j, v.x - acc[j][2 * half], v.y - acc[j][2 * half + 1]);
-  }
+  for (int j = 0; j < NT; ++j) v[j] = *reinterpret_cast<const float2*>(src + 8 * j);
+#pragma unroll
+  for (int j = 0; j < NT; ++j) gating::store2(dst + 8 * j, v[j].x - acc[j][2 * half], v[j].y - acc[j][2 * half + 1]);
 }
 GKA_DEVICE inline void quad_sum(float& s0, float& s1) {
 #pragma unroll
