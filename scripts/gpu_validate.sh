@@ -77,7 +77,8 @@ fi
   grep "^ERR|" "$OUT/tests.log" | sed 's/^ERR| //'
   echo "-- forward, 65,536 tokens x 16 heads, D 128, bf16 (medians over repetitions of the mean of 10 calls;"
   echo "   BM_forward: r 30, BM_forward_bf16_states: bf16 chunk states, BM_forward_iters/T/r: r rounds,"
-  echo "   BM_forward_backward: forward + backward, bp_lambda on, saved chunk states; FLOPs of both)"
+  echo "   BM_forward_backward: forward + backward, bp_lambda on, saved chunk states; FLOPs of both;"
+  echo "   _bf16_states: bf16 chunk states (forward and backward); _overlap: BackwardArgs::overlap_stream)"
   grep -E "_median" "$OUT/bench.log" | awk '{
       name=$1; ms=$2; line=$0; tf=""; tok=""; fr=""; sc=""; so="";
       if (match(line, /TFLOP\/s=[0-9.]+[kMG]?\/s/)) tf=substr(line, RSTART+8, RLENGTH-8);

@@ -315,7 +315,8 @@ std::vector<double> run_case(const BwdCase& c, uint64_t seed, bool graph_check, 
     CHECK(run_backward(with_mode(base, P, fwd, Mode::kRecomputeX), d, ws, stream) == first);
   }
   if (graph_check) {
-    for (const gka::BackwardArgs* g : {&a, &ao}) {  // one stream, and the fork / join of two
+    const gka::BackwardArgs* const both[] = {&a, &ao};  // one stream, and the fork / join of two
+    for (const gka::BackwardArgs* g : both) {
       const size_t bytes = gka::backward_workspace_size(*g);
       for (DevBuf& b : d.g) gka_test::poison(b, stream);
       CUDA_OK(cudaStreamSynchronize(stream));
