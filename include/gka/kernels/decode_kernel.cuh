@@ -83,22 +83,17 @@ struct DecodeGeometry {
   static constexpr int kWarps = D / kRows;       // 8 at D = 128, 4 at D = 64
   static constexpr int kThreads = 32 * kWarps;   // 2D
   static constexpr int kC = D / 32;              // columns per lane
-  static constexpr int kGather = kWarps / 2;     // partials each gather lane sums (2 lanes per row)
-  // partial rows: kGather * kPitch = 16 (mod 32) floats, so the two lane halves of the gather hit
-  // disjoint banks (conflict-free); kPitch % 4 == 0 for the STS.128 of the partials.
-  static constexpr int kPitch = D == 128 ? D + 4 : D + 8;
   static constexpr int kTab = 64;                // omega_i precomputed for i < kTab
   static constexpr int kIn = 3 * D + 4;          // q, k, v elements and 4 per-token scalars
   static constexpr int kLoads = (kIn + kThreads - 1) / kThreads;  // input items per thread
-  static_assert((kGather * kPitch) % 32 == 16 && kPitch % 4 == 0, "gather bank layout");
 };
 
 template <int D>
 struct DecodeSmem {
   using G = DecodeGeometry<D>;
   float s_tile[D * D];                       // S in fp32, element (r, c) owned by one thread
-  float part[2][G::kWarps][G::kPitch];       // H xi partials, double-buffered across iterations
-  float opart[G::kWarps][G::kPitch];         // S^T q~ partials
+  float part[2][G::kWarps][D];               // H xi partials, double-buffered across iterations
+  float opart[G::kWarps][D];                 // S^T q~ partials
   alignas(16) float in[G::kIn];              // raw q, k, v of the current token; alpha, e^f, e^g, beta
   alignas(16) float xs[D];                   // xi by row (read only by the owning warp)
   alignas(16) float qts[D];                  // q~ by row (read only by the owning warp)
@@ -112,11 +107,9 @@ struct DecodeInput {
   int64_t stride = 0;             // bytes per token
   DType type = DType::kFP32;
   float absent = 0.f;             // value of an absent input (alpha = 1; gates and beta 0)
-  bool gate = false;              // decays are e^f, e^g (absent gate: e^0 = 1)
-  GKA_DEVICE float fetch(int64_t j) const {
-    const float raw = base ? gating::load_as_float(base + j * stride, type, 0) : absent;
-    return gate ? expf(raw) : raw;
-  }
+  // the raw value (a gate's log-decay: the exponential is taken when the value is used, so that a
+  // prefetch does not wait for its load)
+  GKA_DEVICE float fetch(int64_t j) const { return base ? gating::load_as_float(base + j * stride, type, 0) : absent; }
 };
 // item < 3D: q, k, v element item % D; 3D + 0..3: alpha, f, g, beta.
 template <int D>
@@ -130,13 +123,12 @@ GKA_DEVICE inline DecodeInput make_input(const DecodeParams& p, int item, int64_
                       : elem == 0 ? p.alpha : (elem == 3 && p.use_beta) ? p.beta : TokenTensor{};
   const gating::Gate g = elem == 1 ? p.gate_h : p.gate_s;
   if (!tok && elem == 0) in.absent = 1.f;
-  in.gate = !tok && (elem == 1 || elem == 2);
   if (x.data != nullptr) {
     const int64_t head = which == 0 || !tok ? h : hk;
     in.base = static_cast<const uint8_t*>(x.data) + (x.offset(b, t0, head) + (tok ? elem : 0)) * dtype_size(x.dtype);
     in.stride = x.stride_token * dtype_size(x.dtype);
     in.type = x.dtype;
-  } else if (in.gate && g.data != nullptr) {
+  } else if (!tok && (elem == 1 || elem == 2) && g.data != nullptr) {
     in.base = reinterpret_cast<const uint8_t*>(g.data + b * g.stride_batch + t0 * g.stride_token + h * g.stride_head);
     in.stride = g.stride_token * 4;
   }
@@ -165,6 +157,13 @@ GKA_DEVICE inline void st_vec(float* p, const float (&x)[kC]) {
   if constexpr (kC == 4) *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
   else *reinterpret_cast<float2*>(p) = make_float2(x[0], x[1]);
 }
+// kC consecutive floats to global memory as one vector store (a plain float4 assignment was split
+// into 4 scalar stores by the compiler here: 4x the store instructions and quarter-sector writes).
+template <int kC>
+GKA_DEVICE inline void stg_vec(float* p, const float (&x)[kC]) {
+  if constexpr (kC == 4) __stwb(reinterpret_cast<float4*>(p), make_float4(x[0], x[1], x[2], x[3]));
+  else __stwb(reinterpret_cast<float2*>(p), make_float2(x[0], x[1]));
+}
 // kC elements of a state row in the pool's S dtype.
 template <class TS, int kC>
 GKA_DEVICE inline Vec<kC> ld_state(const TS* p) {
@@ -184,7 +183,7 @@ GKA_DEVICE inline Vec<kC> ld_state(const TS* p) {
 template <class TS, int kC>
 GKA_DEVICE inline void st_state(TS* p, const float (&x)[kC]) {
   if constexpr (sizeof(TS) == 4) {
-    st_vec<kC>(reinterpret_cast<float*>(p), x);
+    stg_vec<kC>(reinterpret_cast<float*>(p), x);
   } else {
 #pragma unroll
     for (int i = 0; i < kC; i += 2) gating::store2<__nv_bfloat16>(p + i, x[i], x[i + 1]);
@@ -212,11 +211,6 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q, hk = h / p.group;
-  const int64_t read = load_index(p.read_slots, p.slot_type, seq);
-  if (read == p.pad_slot) return;  // padded request: nothing read, nothing written
-  const int64_t write = p.write_slots ? load_index(p.write_slots, p.slot_type, seq) : read;
-  const bool store_final = write != p.pad_slot;
-  const bool from_pool = p.has_initial_state == nullptr || p.has_initial_state[seq] != 0;
   int64_t b = seq, t0 = 0, len = p.seqlen;
   if (p.cu_seqlens) {
     b = 0;
@@ -226,9 +220,32 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
   const int row0 = kR * warp;    // first of this warp's 16 state rows
   const int col0 = kC * lane;    // first of this lane's kC columns
 
-  // ---- prologue: S -> shared (fp32), H -> registers, inputs of token 0 -> registers of the loaders
+  // ---- prologue, in the order the data is needed, every load issued before any is waited for:
+  // inputs of token 0 (they do not depend on the slot) -> registers of the loaders, H -> registers,
+  // S -> shared (fp32). Thread tid fetches input items tid + u * kThreads (< kIn); token j + 1's
+  // values are fetched into `pre` while token j is processed. The DecodeInput is rebuilt from the
+  // kernel parameters for each fetch rather than held across the solve (registers).
+  float pre[G::kLoads];
+#pragma unroll
+  for (int u = 0; u < G::kLoads; ++u) {
+    const int item = tid + u * G::kThreads;
+    pre[u] = (item < G::kIn && len > 0) ? make_input<D>(p, item, b, t0, h, hk).fetch(0) : 0.f;
+  }
+  const int64_t read = load_index(p.read_slots, p.slot_type, seq);
+  if (read == p.pad_slot) return;  // padded request: nothing read, nothing written
+  const int64_t write = p.write_slots ? load_index(p.write_slots, p.slot_type, seq) : read;
+  const bool store_final = write != p.pad_slot;
+  const bool from_pool = p.has_initial_state == nullptr || p.has_initial_state[seq] != 0;
   TS* const s_pool = static_cast<TS*>(p.pool_s.data);
   float* const h_pool = static_cast<float*>(p.pool_h.data);
+  float H[kR][kC];
+#pragma unroll
+  for (int j = 0; j < kR; ++j) {
+    Vec<kC> v{};
+    if (from_pool) v = ld_vec<kC>(h_pool + p.pool_h.offset(read, h) + (row0 + j) * p.pool_h.stride_row + col0);
+#pragma unroll
+    for (int i = 0; i < kC; ++i) H[j][i] = v.x[i];
+  }
   if constexpr (kAsyncS) {  // 16-byte pieces: asynchronous, no registers held
 #pragma unroll
     for (int j = 0; j < kR; ++j) {
@@ -245,25 +262,6 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
       st_vec<kC>(&sm.s_tile[(row0 + j) * D + col0], v.x);
     }
   }
-  float H[kR][kC];
-#pragma unroll
-  for (int j = 0; j < kR; ++j) {
-    Vec<kC> v{};
-    if (from_pool) v = ld_vec<kC>(h_pool + p.pool_h.offset(read, h) + (row0 + j) * p.pool_h.stride_row + col0);
-#pragma unroll
-    for (int i = 0; i < kC; ++i) H[j][i] = v.x[i];
-  }
-
-  // Inputs: thread tid fetches items tid + u * kThreads (< kIn); token j + 1's values are fetched
-  // into `pre` while token j is processed.
-  // The DecodeInput is rebuilt from the kernel parameters for each fetch rather than held across
-  // the solve (registers).
-  float pre[G::kLoads];
-#pragma unroll
-  for (int u = 0; u < G::kLoads; ++u) {
-    const int item = tid + u * G::kThreads;
-    pre[u] = (item < G::kIn && len > 0) ? make_input<D>(p, item, b, t0, h, hk).fetch(0) : 0.f;
-  }
 
   const float cheb_c = chebyshev_c<float>(p.ridge);
   const int n_tab = p.num_iter < G::kTab ? p.num_iter : G::kTab;
@@ -276,11 +274,11 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     }
   }
 
-  const int gj = lane & 15, gh = lane >> 4;  // gather role: row row0 + gj, partials of warps gh*kGather + i
+  const int gj = lane & 15, gh = lane >> 4;  // gather role: row row0 + gj (lanes gj, gj + 16: identical copies)
   auto store_h = [&](const StateTensor& dst, int64_t n) {
     float* out = static_cast<float*>(dst.data) + dst.offset(n, h);
 #pragma unroll
-    for (int j = 0; j < kR; ++j) st_vec<kC>(out + (row0 + j) * dst.stride_row + col0, H[j]);
+    for (int j = 0; j < kR; ++j) stg_vec<kC>(out + (row0 + j) * dst.stride_row + col0, H[j]);
   };
   if (len == 0 && store_final) store_h(p.pool_h, write);
 
@@ -291,7 +289,7 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     for (int u = 0; u < G::kLoads; ++u) {
       const int item = tid + u * G::kThreads;
       if (item < G::kIn) {
-        sm.in[item] = pre[u];
+        sm.in[item] = item == 3 * D + 1 || item == 3 * D + 2 ? expf(pre[u]) : pre[u];  // gates: e^f, e^g
         if (!last) pre[u] = make_input<D>(p, item, b, t0, h, hk).fetch(j + 1);
       }
     }
@@ -372,7 +370,7 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
           for (int i = 0; i < kC; ++i) s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
           if (store_final) st_state<TS, kC>(s_out + (row0 + r) * p.pool_s.stride_row + col0, s.x);
           if (p.inter_s.data)
-            st_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
+            stg_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
                            (row0 + r) * p.inter_s.stride_row + col0,
                        s.x);
         }
@@ -418,19 +416,20 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
         float part[kC];
 #pragma unroll
         for (int i = 0; i < kC; ++i) part[i] = a0[i] + a1[i];
-        float(*buf)[G::kPitch] = sm.part[it & 1];
+        float(*buf)[D] = sm.part[it & 1];
         st_vec<kC>(&buf[warp][col0], part);
         const float lq = fmaf(lambda, xi, -qr);  // off the critical path
         const float d0 = omega_m1 * xi_prev;
         const float eo = eta * omega;
         __syncthreads();
-        const float* col = &buf[gh * G::kGather][row0 + gj];
-        float e;
-        if constexpr (G::kGather == 4)
-          e = (col[0] + col[G::kPitch]) + (col[2 * G::kPitch] + col[3 * G::kPitch]);
-        else
-          e = col[0] + col[G::kPitch];
-        e += __shfl_xor_sync(0xffffffffu, e, 16);
+        float pw[G::kWarps];  // every lane sums all partials of its row: no shuffle round trip
+#pragma unroll
+        for (int w = 0; w < G::kWarps; ++w) pw[w] = buf[w][row0 + gj];
+#pragma unroll
+        for (int n = G::kWarps / 2; n > 0; n /= 2)
+#pragma unroll
+          for (int w = 0; w < n; ++w) pw[w] += pw[w + n];
+        const float e = pw[0];
         // delta = eta omega ((H + lambda I) xi - q) + (omega - 1) xi_prev; xi <- omega xi - delta
         const float delta = fmaf(eo, e + lq, d0);
         xi_prev = xi;
@@ -474,7 +473,7 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
       if (!last) {
         st_vec<kC>(srow, s.x);
         if (p.inter_s.data)
-          st_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
+          stg_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
                          (row0 + r) * p.inter_s.stride_row + col0,
                      s.x);
       }
