@@ -7,36 +7,36 @@
 //    one coalesced 16- or 8-byte access per lane.
 //  * H is symmetric (prefill and every update keep it so), so (H xi)_c = sum_r H[r][c] xi_r: a warp
 //    multiplies its own rows by the xi of those same rows and produces partial sums for every
-//    column. The partials of all warps meet in shared memory; after ONE __syncthreads the lanes of
-//    warp w finish rows 16w..16w+15 (lanes l and l + 16 both own row l: each sums half of the
-//    partials, one xor-shuffle combines them, both keep identical copies of xi), which are again
-//    the rows that warp multiplies next. The new xi goes to a per-row shared array (xs) that only
-//    the owning warp reads (after a __syncwarp, as 4 broadcast LDS.128) - no broadcast shuffles.
-//  * Why 8 warps of 16 rows and not 16 warps of 8 (the first version, 650 cycles per iteration):
-//    the iteration is bound by the SM's shared-memory/shuffle pipe (MIO), which every warp's
-//    partial store, gather and xi broadcast go through. 16 warps issued 8 + 2 shuffles, one
-//    STS.128 (4 wavefronts) and 4 LDS per warp = 288 MIO cycles per iteration, in lockstep
-//    phases; 8 warps with xi in shared memory issue 4 LDS.128 (broadcast), 1 STS.128, 4 LDS, 1
-//    shuffle, 1 STS = 14 wavefronts per warp = 112 cycles, below the 128 cycles the 16K FFMAs of
-//    one matvec need on one SM's 128 FP32 lanes. The FFMAs run as 2 x kC independent chains of 8
-//    (rows 0-7 and 8-15 in separate accumulators). 256 threads x <= 128 registers also leave room
-//    for two CTAs per SM (one CTA's loads overlap the other's solve at N >= 16).
-//    Measured (H200, docs/gpu-decode.md): N = 1 20.6 us (was 21.3), N = 64 128 us (was 153),
-//    N = 256 400 (was 504); the iteration is still ~550-600 cycles, so the MIO estimate above is
-//    not what bounds it - the next step is a profile of the loop, not another rewrite.
+//    column. The partials of all warps meet in shared memory; after ONE __syncthreads lanes l and
+//    l + 16 of warp w both sum all kWarps partials of row 16w + (l & 15) (broadcast loads, no
+//    shuffle round trip) and keep identical copies of its xi; those rows are again the rows that
+//    warp multiplies next. The new xi goes to a per-row shared array (xs) that only the owning
+//    warp reads (after a __syncwarp, as 4 broadcast LDS.128) - no broadcast shuffles.
+//  * 8 warps of 16 rows (16 warps of 8 rows were slower: more shuffles and shared accesses per
+//    iteration). The FFMAs run as 2 x kC independent chains of 8 (rows 0-7 and 8-15 in separate
+//    accumulators); the 16K FFMAs of one matvec take >= 128 issue cycles on one SM, and with the
+//    dependent shared round trips (xi read, partial store, barrier, gather) one iteration
+//    measures ~400 cycles (H200, N = 1: 30 more iterations cost 6.1 us). 256 threads x <= 128
+//    registers leave room for two CTAs per SM (one CTA's loads overlap the other's solve).
 //  * The Chebyshev coefficients omega_i (spec 2.3: one table for every token) are computed once
 //    per CTA into shared memory (the first 64; beyond that the recurrence continues in the loop),
 //    so no division sits in the loop; the update is 3 dependent operations after the gather:
 //    delta = eta omega (e + (lambda xi - q)) + (omega - 1) xi_prev, xi <- omega xi - delta, with
 //    lambda xi - q and (omega - 1) xi_prev formed before the barrier.
+//  * Prologue, in the order the data is needed: the token inputs (they do not depend on the slot),
+//    then H (registers), then S (cp.async into shared memory), every load issued before any is
+//    waited for. At N = 1 the step is dominated by this cold start: one SM pulls 128 KiB from DRAM.
 //  * S is kept in shared memory as fp32 (64 KiB at D = 128), each element read and written by one
-//    thread only, so it needs no barrier; it is loaded (cp.async) while H is loaded. For the last
-//    token S_new = gamma S + k v^T is formed and stored to the pool (and inter_s) BEFORE the solve,
-//    so those stores drain under it; after the solve the read-out recomputes the same S_new
-//    (bitwise equal) from the shared tile for o = s S_new^T q~. Earlier tokens update the tile in
-//    place during their read-out.
+//    thread only, so it needs no barrier. It is first needed by the read-out after the solve, so
+//    its load completes under the H update and the solve; the read-out forms S_new = gamma S + k v^T
+//    for o = s S_new^T q~ and stores it to the pool (last token) or back to the tile (earlier
+//    tokens). Storing S_new before the solve (so that the stores drain under it) was measured
+//    slower: the solve then waits for the S load (N = 64: 111 vs 104 us).
 //  * Final H is stored right after the last update (the stores drain during the last solve).
-//    Per-token states go to inter_h / inter_s when requested.
+//    Per-token states go to inter_h / inter_s when requested (separate loops, so that the common
+//    path stays short: at N = 1 the code runs once from a cold instruction cache).
+//  * Global stores are explicit vector stores (stg_vec): plain float4 assignments were split into 4
+//    scalar stores here (4x the store instructions, quarter-sector writes; N = 64 127 -> 104 us).
 // Semantics as the float64 reference (gka::reference::decode): nu = 0 gives x = 0; num_iter = 0
 // gives x = q; f absent means f = g; g absent means no decay; fused L2 norm (eps 1e-6) and beta.
 #pragma once
@@ -355,27 +355,6 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     if (p.inter_h.data) store_h(p.inter_h, b * p.seqlen + t);
     if (last && store_final) store_h(p.pool_h, write);
 
-    // Last token: S_new = gamma_s S + k v^T to the pool (and inter_s) now, so the stores drain under
-    // the solve; the read-out recomputes the same values from the unchanged tile.
-    if (last) {
-      if constexpr (kAsyncS) {
-        if (j == 0) tiling::cp_async_wait<0>();  // this thread's own S elements
-      }
-      if (store_final || p.inter_s.data) {
-        TS* s_out = s_pool + p.pool_s.offset(write, h);
-#pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          Vec<kC> s = ld_vec<kC>(&sm.s_tile[(row0 + r) * D + col0]);
-#pragma unroll
-          for (int i = 0; i < kC; ++i) s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
-          if (store_final) st_state<TS, kC>(s_out + (row0 + r) * p.pool_s.stride_row + col0, s.x);
-          if (p.inter_s.data)
-            stg_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
-                           (row0 + r) * p.inter_s.stride_row + col0,
-                       s.x);
-        }
-      }
-    }
     __syncthreads();  // (B) sums of squares visible
     float nu2 = 0.f;
 #pragma unroll
@@ -452,12 +431,13 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 
     // S_new = gamma_s S + k v^T; o partials sum_r S_new[r][c] q~_r over this warp's rows
     if constexpr (kAsyncS) {
-      if (j == 0 && !last) tiling::cp_async_wait<0>();
+      if (j == 0) tiling::cp_async_wait<0>();
     }
     __syncwarp();  // qts of this warp's rows written
     float qtr[kR];
     ld16(sm.qts + row0, qtr);
     scaled_kv(kr, kc, vc);
+    TS* const s_out = s_pool + p.pool_s.offset(write, h) + row0 * p.pool_s.stride_row + col0;
     float op[kC];
 #pragma unroll
     for (int i = 0; i < kC; ++i) op[i] = 0.f;
@@ -470,12 +450,21 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
         s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
         op[i] = fmaf(s.x[i], qtr[r], op[i]);
       }
-      if (!last) {
-        st_vec<kC>(srow, s.x);
-        if (p.inter_s.data)
-          stg_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
-                         (row0 + r) * p.inter_s.stride_row + col0,
-                     s.x);
+      if (!last) st_vec<kC>(srow, s.x);
+      else if (store_final) st_state<TS, kC>(s_out + r * p.pool_s.stride_row, s.x);
+    }
+    if (p.inter_s.data) {  // per-token S: a separate loop, so the common path above stays short
+      scaled_kv(kr, kc, vc);  // again rather than held through the loop above (registers)
+      float* dst = static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
+                   row0 * p.inter_s.stride_row + col0;
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        Vec<kC> s = ld_vec<kC>(&sm.s_tile[(row0 + r) * D + col0]);
+        if (last) {  // the tile holds S_new only for earlier tokens
+#pragma unroll
+          for (int i = 0; i < kC; ++i) s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
+        }
+        stg_vec<kC>(dst + r * p.inter_s.stride_row, s.x);
       }
     }
     st_vec<kC>(&sm.opart[warp][col0], op);
