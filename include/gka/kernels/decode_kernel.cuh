@@ -7,36 +7,39 @@
 //    one coalesced 16- or 8-byte access per lane.
 //  * H is symmetric (prefill and every update keep it so), so (H xi)_c = sum_r H[r][c] xi_r: a warp
 //    multiplies its own rows by the xi of those same rows and produces partial sums for every
-//    column. The partials of all warps meet in shared memory; after ONE __syncthreads the lanes of
-//    warp w finish rows 16w..16w+15 (lanes l and l + 16 both own row l: each sums half of the
-//    partials, one xor-shuffle combines them, both keep identical copies of xi), which are again
-//    the rows that warp multiplies next. The new xi goes to a per-row shared array (xs) that only
-//    the owning warp reads (after a __syncwarp, as 4 broadcast LDS.128) - no broadcast shuffles.
-//  * Why 8 warps of 16 rows and not 16 warps of 8 (the first version, 650 cycles per iteration):
-//    the iteration is bound by the SM's shared-memory/shuffle pipe (MIO), which every warp's
-//    partial store, gather and xi broadcast go through. 16 warps issued 8 + 2 shuffles, one
-//    STS.128 (4 wavefronts) and 4 LDS per warp = 288 MIO cycles per iteration, in lockstep
-//    phases; 8 warps with xi in shared memory issue 4 LDS.128 (broadcast), 1 STS.128, 4 LDS, 1
-//    shuffle, 1 STS = 14 wavefronts per warp = 112 cycles, below the 128 cycles the 16K FFMAs of
-//    one matvec need on one SM's 128 FP32 lanes. The FFMAs run as 2 x kC independent chains of 8
-//    (rows 0-7 and 8-15 in separate accumulators). 256 threads x <= 128 registers also leave room
-//    for two CTAs per SM (one CTA's loads overlap the other's solve at N >= 16).
-//    Measured (H200, docs/gpu-decode.md): N = 1 20.6 us (was 21.3), N = 64 128 us (was 153),
-//    N = 256 400 (was 504); the iteration is still ~550-600 cycles, so the MIO estimate above is
-//    not what bounds it - the next step is a profile of the loop, not another rewrite.
+//    column. The partials of all warps meet in shared memory; after ONE __syncthreads lanes l and
+//    l + 16 of warp w both sum all kWarps partials of row 16w + (l & 15) (broadcast loads, no
+//    shuffle round trip) and keep identical copies of its xi; those rows are again the rows that
+//    warp multiplies next. The new xi goes to a per-row shared array (xs) that only the owning
+//    warp reads (after a __syncwarp, as 4 broadcast LDS.128) - no broadcast shuffles.
+//  * 8 warps of 16 rows (16 warps of 8 rows were slower: more shuffles and shared accesses per
+//    iteration). The FFMAs run as 2 x kC independent chains of 8 (rows 0-7 and 8-15 in separate
+//    accumulators); the 16K FFMAs of one matvec take >= 128 issue cycles on one SM, and with the
+//    dependent shared round trips (xi read, partial store, barrier, gather) one iteration
+//    measures ~400 cycles (H200, N = 1: 30 more iterations cost 6.1 us). 256 threads x <= 128
+//    registers leave room for two CTAs per SM (one CTA's loads overlap the other's solve).
 //  * The Chebyshev coefficients omega_i (spec 2.3: one table for every token) are computed once
 //    per CTA into shared memory (the first 64; beyond that the recurrence continues in the loop),
 //    so no division sits in the loop; the update is 3 dependent operations after the gather:
 //    delta = eta omega (e + (lambda xi - q)) + (omega - 1) xi_prev, xi <- omega xi - delta, with
 //    lambda xi - q and (omega - 1) xi_prev formed before the barrier.
+//  * Prologue, in the order the data is needed: the token inputs (they do not depend on the slot),
+//    then H (registers), then S (cp.async into shared memory), every load issued before any is
+//    waited for. At N = 1 this cold start (kernel start to H in registers) takes ~4 us of the ~13 us
+//    kernel: ~1.8 us pass before even the slot index is known (cold instruction and constant
+//    caches; issuing the slot load first did not shorten it), then inputs and the 64 KiB of H.
 //  * S is kept in shared memory as fp32 (64 KiB at D = 128), each element read and written by one
-//    thread only, so it needs no barrier; it is loaded (cp.async) while H is loaded. For the last
-//    token S_new = gamma S + k v^T is formed and stored to the pool (and inter_s) BEFORE the solve,
-//    so those stores drain under it; after the solve the read-out recomputes the same S_new
-//    (bitwise equal) from the shared tile for o = s S_new^T q~. Earlier tokens update the tile in
-//    place during their read-out.
+//    thread only, so it needs no barrier. It is first needed by the read-out after the solve, so
+//    its load completes under the H update and the solve; the read-out forms S_new = gamma S + k v^T
+//    for o = s S_new^T q~ and stores it to the pool (last token) or back to the tile (earlier
+//    tokens). Storing S_new before the solve (so that the stores drain under it) was measured
+//    slower: the solve then waits for the S load (N = 64: 111 vs 104 us).
 //  * Final H is stored right after the last update (the stores drain during the last solve).
-//    Per-token states go to inter_h / inter_s when requested.
+//    Per-token states go to inter_h / inter_s when requested (separate loops, so that the common
+//    path stays short: at N = 1 the code runs once from a cold instruction cache).
+//  * Global stores are explicit vector stores (stg_vec): plain float4 assignments were split into 4
+//    scalar stores here (4x the store instructions, quarter-sector writes; with the prologue order
+//    above: N = 1 20.5 -> 16.8 us, N = 64 126 -> 104 us).
 // Semantics as the float64 reference (gka::reference::decode): nu = 0 gives x = 0; num_iter = 0
 // gives x = q; f absent means f = g; g absent means no decay; fused L2 norm (eps 1e-6) and beta.
 #pragma once
@@ -83,22 +86,17 @@ struct DecodeGeometry {
   static constexpr int kWarps = D / kRows;       // 8 at D = 128, 4 at D = 64
   static constexpr int kThreads = 32 * kWarps;   // 2D
   static constexpr int kC = D / 32;              // columns per lane
-  static constexpr int kGather = kWarps / 2;     // partials each gather lane sums (2 lanes per row)
-  // partial rows: kGather * kPitch = 16 (mod 32) floats, so the two lane halves of the gather hit
-  // disjoint banks (conflict-free); kPitch % 4 == 0 for the STS.128 of the partials.
-  static constexpr int kPitch = D == 128 ? D + 4 : D + 8;
   static constexpr int kTab = 64;                // omega_i precomputed for i < kTab
   static constexpr int kIn = 3 * D + 4;          // q, k, v elements and 4 per-token scalars
   static constexpr int kLoads = (kIn + kThreads - 1) / kThreads;  // input items per thread
-  static_assert((kGather * kPitch) % 32 == 16 && kPitch % 4 == 0, "gather bank layout");
 };
 
 template <int D>
 struct DecodeSmem {
   using G = DecodeGeometry<D>;
   float s_tile[D * D];                       // S in fp32, element (r, c) owned by one thread
-  float part[2][G::kWarps][G::kPitch];       // H xi partials, double-buffered across iterations
-  float opart[G::kWarps][G::kPitch];         // S^T q~ partials
+  float part[2][G::kWarps][D];               // H xi partials, double-buffered across iterations
+  float opart[G::kWarps][D];                 // S^T q~ partials
   alignas(16) float in[G::kIn];              // raw q, k, v of the current token; alpha, e^f, e^g, beta
   alignas(16) float xs[D];                   // xi by row (read only by the owning warp)
   alignas(16) float qts[D];                  // q~ by row (read only by the owning warp)
@@ -112,11 +110,9 @@ struct DecodeInput {
   int64_t stride = 0;             // bytes per token
   DType type = DType::kFP32;
   float absent = 0.f;             // value of an absent input (alpha = 1; gates and beta 0)
-  bool gate = false;              // decays are e^f, e^g (absent gate: e^0 = 1)
-  GKA_DEVICE float fetch(int64_t j) const {
-    const float raw = base ? gating::load_as_float(base + j * stride, type, 0) : absent;
-    return gate ? expf(raw) : raw;
-  }
+  // the raw value (a gate's log-decay: the exponential is taken when the value is used, so that a
+  // prefetch does not wait for its load)
+  GKA_DEVICE float fetch(int64_t j) const { return base ? gating::load_as_float(base + j * stride, type, 0) : absent; }
 };
 // item < 3D: q, k, v element item % D; 3D + 0..3: alpha, f, g, beta.
 template <int D>
@@ -130,13 +126,12 @@ GKA_DEVICE inline DecodeInput make_input(const DecodeParams& p, int item, int64_
                       : elem == 0 ? p.alpha : (elem == 3 && p.use_beta) ? p.beta : TokenTensor{};
   const gating::Gate g = elem == 1 ? p.gate_h : p.gate_s;
   if (!tok && elem == 0) in.absent = 1.f;
-  in.gate = !tok && (elem == 1 || elem == 2);
   if (x.data != nullptr) {
     const int64_t head = which == 0 || !tok ? h : hk;
     in.base = static_cast<const uint8_t*>(x.data) + (x.offset(b, t0, head) + (tok ? elem : 0)) * dtype_size(x.dtype);
     in.stride = x.stride_token * dtype_size(x.dtype);
     in.type = x.dtype;
-  } else if (in.gate && g.data != nullptr) {
+  } else if (!tok && (elem == 1 || elem == 2) && g.data != nullptr) {
     in.base = reinterpret_cast<const uint8_t*>(g.data + b * g.stride_batch + t0 * g.stride_token + h * g.stride_head);
     in.stride = g.stride_token * 4;
   }
@@ -165,6 +160,13 @@ GKA_DEVICE inline void st_vec(float* p, const float (&x)[kC]) {
   if constexpr (kC == 4) *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
   else *reinterpret_cast<float2*>(p) = make_float2(x[0], x[1]);
 }
+// kC consecutive floats to global memory as one vector store (a plain float4 assignment was split
+// into 4 scalar stores by the compiler here: 4x the store instructions and quarter-sector writes).
+template <int kC>
+GKA_DEVICE inline void stg_vec(float* p, const float (&x)[kC]) {
+  if constexpr (kC == 4) __stwb(reinterpret_cast<float4*>(p), make_float4(x[0], x[1], x[2], x[3]));
+  else __stwb(reinterpret_cast<float2*>(p), make_float2(x[0], x[1]));
+}
 // kC elements of a state row in the pool's S dtype.
 template <class TS, int kC>
 GKA_DEVICE inline Vec<kC> ld_state(const TS* p) {
@@ -184,7 +186,7 @@ GKA_DEVICE inline Vec<kC> ld_state(const TS* p) {
 template <class TS, int kC>
 GKA_DEVICE inline void st_state(TS* p, const float (&x)[kC]) {
   if constexpr (sizeof(TS) == 4) {
-    st_vec<kC>(reinterpret_cast<float*>(p), x);
+    stg_vec<kC>(reinterpret_cast<float*>(p), x);
   } else {
 #pragma unroll
     for (int i = 0; i < kC; i += 2) gating::store2<__nv_bfloat16>(p + i, x[i], x[i + 1]);
@@ -212,11 +214,6 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q, hk = h / p.group;
-  const int64_t read = load_index(p.read_slots, p.slot_type, seq);
-  if (read == p.pad_slot) return;  // padded request: nothing read, nothing written
-  const int64_t write = p.write_slots ? load_index(p.write_slots, p.slot_type, seq) : read;
-  const bool store_final = write != p.pad_slot;
-  const bool from_pool = p.has_initial_state == nullptr || p.has_initial_state[seq] != 0;
   int64_t b = seq, t0 = 0, len = p.seqlen;
   if (p.cu_seqlens) {
     b = 0;
@@ -226,9 +223,32 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
   const int row0 = kR * warp;    // first of this warp's 16 state rows
   const int col0 = kC * lane;    // first of this lane's kC columns
 
-  // ---- prologue: S -> shared (fp32), H -> registers, inputs of token 0 -> registers of the loaders
+  // ---- prologue, in the order the data is needed, every load issued before any is waited for:
+  // inputs of token 0 (they do not depend on the slot) -> registers of the loaders, H -> registers,
+  // S -> shared (fp32). Thread tid fetches input items tid + u * kThreads (< kIn); token j + 1's
+  // values are fetched into `pre` while token j is processed. The DecodeInput is rebuilt from the
+  // kernel parameters for each fetch rather than held across the solve (registers).
+  float pre[G::kLoads];
+#pragma unroll
+  for (int u = 0; u < G::kLoads; ++u) {
+    const int item = tid + u * G::kThreads;
+    pre[u] = (item < G::kIn && len > 0) ? make_input<D>(p, item, b, t0, h, hk).fetch(0) : 0.f;
+  }
+  const int64_t read = load_index(p.read_slots, p.slot_type, seq);
+  if (read == p.pad_slot) return;  // padded request: nothing read, nothing written
+  const int64_t write = p.write_slots ? load_index(p.write_slots, p.slot_type, seq) : read;
+  const bool store_final = write != p.pad_slot;
+  const bool from_pool = p.has_initial_state == nullptr || p.has_initial_state[seq] != 0;
   TS* const s_pool = static_cast<TS*>(p.pool_s.data);
   float* const h_pool = static_cast<float*>(p.pool_h.data);
+  float H[kR][kC];
+#pragma unroll
+  for (int j = 0; j < kR; ++j) {
+    Vec<kC> v{};
+    if (from_pool) v = ld_vec<kC>(h_pool + p.pool_h.offset(read, h) + (row0 + j) * p.pool_h.stride_row + col0);
+#pragma unroll
+    for (int i = 0; i < kC; ++i) H[j][i] = v.x[i];
+  }
   if constexpr (kAsyncS) {  // 16-byte pieces: asynchronous, no registers held
 #pragma unroll
     for (int j = 0; j < kR; ++j) {
@@ -245,25 +265,6 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
       st_vec<kC>(&sm.s_tile[(row0 + j) * D + col0], v.x);
     }
   }
-  float H[kR][kC];
-#pragma unroll
-  for (int j = 0; j < kR; ++j) {
-    Vec<kC> v{};
-    if (from_pool) v = ld_vec<kC>(h_pool + p.pool_h.offset(read, h) + (row0 + j) * p.pool_h.stride_row + col0);
-#pragma unroll
-    for (int i = 0; i < kC; ++i) H[j][i] = v.x[i];
-  }
-
-  // Inputs: thread tid fetches items tid + u * kThreads (< kIn); token j + 1's values are fetched
-  // into `pre` while token j is processed.
-  // The DecodeInput is rebuilt from the kernel parameters for each fetch rather than held across
-  // the solve (registers).
-  float pre[G::kLoads];
-#pragma unroll
-  for (int u = 0; u < G::kLoads; ++u) {
-    const int item = tid + u * G::kThreads;
-    pre[u] = (item < G::kIn && len > 0) ? make_input<D>(p, item, b, t0, h, hk).fetch(0) : 0.f;
-  }
 
   const float cheb_c = chebyshev_c<float>(p.ridge);
   const int n_tab = p.num_iter < G::kTab ? p.num_iter : G::kTab;
@@ -276,11 +277,11 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     }
   }
 
-  const int gj = lane & 15, gh = lane >> 4;  // gather role: row row0 + gj, partials of warps gh*kGather + i
+  const int gj = lane & 15, gh = lane >> 4;  // gather role: row row0 + gj (lanes gj, gj + 16: identical copies)
   auto store_h = [&](const StateTensor& dst, int64_t n) {
     float* out = static_cast<float*>(dst.data) + dst.offset(n, h);
 #pragma unroll
-    for (int j = 0; j < kR; ++j) st_vec<kC>(out + (row0 + j) * dst.stride_row + col0, H[j]);
+    for (int j = 0; j < kR; ++j) stg_vec<kC>(out + (row0 + j) * dst.stride_row + col0, H[j]);
   };
   if (len == 0 && store_final) store_h(p.pool_h, write);
 
@@ -291,7 +292,7 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     for (int u = 0; u < G::kLoads; ++u) {
       const int item = tid + u * G::kThreads;
       if (item < G::kIn) {
-        sm.in[item] = pre[u];
+        sm.in[item] = item == 3 * D + 1 || item == 3 * D + 2 ? expf(pre[u]) : pre[u];  // gates: e^f, e^g
         if (!last) pre[u] = make_input<D>(p, item, b, t0, h, hk).fetch(j + 1);
       }
     }
@@ -357,27 +358,6 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     if (p.inter_h.data) store_h(p.inter_h, b * p.seqlen + t);
     if (last && store_final) store_h(p.pool_h, write);
 
-    // Last token: S_new = gamma_s S + k v^T to the pool (and inter_s) now, so the stores drain under
-    // the solve; the read-out recomputes the same values from the unchanged tile.
-    if (last) {
-      if constexpr (kAsyncS) {
-        if (j == 0) tiling::cp_async_wait<0>();  // this thread's own S elements
-      }
-      if (store_final || p.inter_s.data) {
-        TS* s_out = s_pool + p.pool_s.offset(write, h);
-#pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          Vec<kC> s = ld_vec<kC>(&sm.s_tile[(row0 + r) * D + col0]);
-#pragma unroll
-          for (int i = 0; i < kC; ++i) s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
-          if (store_final) st_state<TS, kC>(s_out + (row0 + r) * p.pool_s.stride_row + col0, s.x);
-          if (p.inter_s.data)
-            st_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
-                           (row0 + r) * p.inter_s.stride_row + col0,
-                       s.x);
-        }
-      }
-    }
     __syncthreads();  // (B) sums of squares visible
     float nu2 = 0.f;
 #pragma unroll
@@ -418,19 +398,20 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
         float part[kC];
 #pragma unroll
         for (int i = 0; i < kC; ++i) part[i] = a0[i] + a1[i];
-        float(*buf)[G::kPitch] = sm.part[it & 1];
+        float(*buf)[D] = sm.part[it & 1];
         st_vec<kC>(&buf[warp][col0], part);
         const float lq = fmaf(lambda, xi, -qr);  // off the critical path
         const float d0 = omega_m1 * xi_prev;
         const float eo = eta * omega;
         __syncthreads();
-        const float* col = &buf[gh * G::kGather][row0 + gj];
-        float e;
-        if constexpr (G::kGather == 4)
-          e = (col[0] + col[G::kPitch]) + (col[2 * G::kPitch] + col[3 * G::kPitch]);
-        else
-          e = col[0] + col[G::kPitch];
-        e += __shfl_xor_sync(0xffffffffu, e, 16);
+        float pw[G::kWarps];  // every lane sums all partials of its row: no shuffle round trip
+#pragma unroll
+        for (int w = 0; w < G::kWarps; ++w) pw[w] = buf[w][row0 + gj];
+#pragma unroll
+        for (int n = G::kWarps / 2; n > 0; n /= 2)
+#pragma unroll
+          for (int w = 0; w < n; ++w) pw[w] += pw[w + n];
+        const float e = pw[0];
         // delta = eta omega ((H + lambda I) xi - q) + (omega - 1) xi_prev; xi <- omega xi - delta
         const float delta = fmaf(eo, e + lq, d0);
         xi_prev = xi;
@@ -453,12 +434,13 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 
     // S_new = gamma_s S + k v^T; o partials sum_r S_new[r][c] q~_r over this warp's rows
     if constexpr (kAsyncS) {
-      if (j == 0 && !last) tiling::cp_async_wait<0>();
+      if (j == 0) tiling::cp_async_wait<0>();
     }
     __syncwarp();  // qts of this warp's rows written
     float qtr[kR];
     ld16(sm.qts + row0, qtr);
     scaled_kv(kr, kc, vc);
+    TS* const s_out = s_pool + p.pool_s.offset(write, h) + row0 * p.pool_s.stride_row + col0;
     float op[kC];
 #pragma unroll
     for (int i = 0; i < kC; ++i) op[i] = 0.f;
@@ -471,12 +453,21 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
         s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
         op[i] = fmaf(s.x[i], qtr[r], op[i]);
       }
-      if (!last) {
-        st_vec<kC>(srow, s.x);
-        if (p.inter_s.data)
-          st_vec<kC>(static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
-                         (row0 + r) * p.inter_s.stride_row + col0,
-                     s.x);
+      if (!last) st_vec<kC>(srow, s.x);
+      else if (store_final) st_state<TS, kC>(s_out + r * p.pool_s.stride_row, s.x);
+    }
+    if (p.inter_s.data) {  // per-token S: a separate loop, so the common path above stays short
+      scaled_kv(kr, kc, vc);  // again rather than held through the loop above (registers)
+      float* dst = static_cast<float*>(p.inter_s.data) + p.inter_s.offset(b * p.seqlen + t, h) +
+                   row0 * p.inter_s.stride_row + col0;
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        Vec<kC> s = ld_vec<kC>(&sm.s_tile[(row0 + r) * D + col0]);
+        if (last) {  // the tile holds S_new only for earlier tokens
+#pragma unroll
+          for (int i = 0; i < kC; ++i) s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
+        }
+        stg_vec<kC>(dst + r * p.inter_s.stride_row, s.x);
       }
     }
     st_vec<kC>(&sm.opart[warp][col0], op);
