@@ -1,5 +1,6 @@
 // tests/common/device.h: what the GPU tests share: checked CUDA calls, an owning device buffer,
-// typed host/device copies of fp64 test data, and [B, T, H, w] / state views over them.
+// typed host/device copies of fp64 test data (with their rounded values), and [B, T, H, w] / state
+// views over them.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +53,15 @@ inline std::vector<double> to_double(const std::vector<uint8_t>& b, gka::DType t
   for (size_t i = 0; i < x.size(); ++i) x[i] = gka::load_as_double(b.data(), t, static_cast<int64_t>(i));
   return x;
 }
+// x as the device holds it in dtype t.
+inline std::vector<double> rounded(const std::vector<double>& x, gka::DType t) { return to_double(to_bytes(x, t), t); }
+
+// d (re)allocated to hold the host bytes h, and h copied in; h must not be empty.
+inline void upload(DevBuf& d, const std::vector<uint8_t>& h) {
+  d.reset(h.size());
+  REQUIRE(d.p != nullptr);
+  CUDA_OK(cudaMemcpy(d.p, h.data(), h.size(), cudaMemcpyHostToDevice));
+}
 
 struct HostTensor {  // typed host copy + device copy
   std::vector<uint8_t> host;
@@ -63,9 +73,7 @@ inline void upload(HostTensor& h, const std::vector<double>& x, gka::DType t) {
   h.t = t;
   if (x.empty()) return;
   h.host = to_bytes(x, t);
-  h.dev.reset(h.host.size());
-  REQUIRE(h.dev.p != nullptr);
-  CUDA_OK(cudaMemcpy(h.dev.p, h.host.data(), h.host.size(), cudaMemcpyHostToDevice));
+  upload(h.dev, h.host);
 }
 
 // A [B, T, H, w] view of h (host or device copy); with head_major the storage is [B, H, T, w].
@@ -88,10 +96,38 @@ inline std::vector<uint8_t> download(const DevBuf& b) {
   REQUIRE(cudaMemcpy(h.data(), b.p, b.bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
   return h;
 }
+inline std::vector<float> download_f32(const DevBuf& b) {
+  std::vector<float> h(b.bytes / 4);
+  CUDA_OK(cudaMemcpy(h.data(), b.p, b.bytes, cudaMemcpyDeviceToHost));
+  return h;
+}
 
 // All-ones bytes are NaN in bf16, fp16 and fp32: unwritten elements fail every comparison.
 inline void poison(DevBuf& b, cudaStream_t stream) {
   if (b.p) CUDA_OK(cudaMemsetAsync(b.p, 0xff, b.bytes, stream));
+}
+
+// A device copy of x in dtype t and, for float64 host references, the values it holds.
+struct RoundedTensor {
+  DevBuf dev;
+  gka::DType t = gka::DType::kFP32;
+  std::vector<double> rounded;  // x rounded to t; empty (and dev unallocated) when x is
+  bool present() const { return !rounded.empty(); }
+};
+
+inline void upload(RoundedTensor& d, const std::vector<double>& x, gka::DType t) {
+  d.t = t;
+  if (x.empty()) return;
+  const std::vector<uint8_t> b = to_bytes(x, t);
+  d.rounded = to_double(b, t);
+  upload(d.dev, b);
+}
+
+// A [B, T, H, w] view of d: its device copy, or (device = false) the rounded values in fp64.
+inline gka::TokenTensor tok(const RoundedTensor& d, bool device, int64_t T, int64_t H, int64_t w) {
+  if (!d.present()) return gka::TokenTensor{};
+  return gka::TokenTensor::contiguous(device ? d.dev.p : const_cast<double*>(d.rounded.data()),
+                                      device ? d.t : gka::DType::kFP64, T, H, w);
 }
 
 }  // namespace gka_test

@@ -20,6 +20,8 @@
 #include <cuda_runtime.h>
 
 #include "common/compare.h"
+#include "common/device.h"
+#include "common/perf.h"
 #include "gka/backward/ridge_adjoint.h"
 #include "gka/kernels/bwd_cov_kernel.cuh"
 #include "gka/numeric/host_convert.h"
@@ -27,27 +29,9 @@
 
 namespace {
 
-#define CUDA_OK(expr)                                                                  \
-  do {                                                                                 \
-    const cudaError_t e_ = (expr);                                                     \
-    INFO(#expr << ": " << cudaGetErrorString(e_));                                     \
-    REQUIRE(e_ == cudaSuccess);                                                        \
-  } while (0)
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(size_t n) : bytes(n) {
-    if (n) {
-      const cudaError_t e = cudaMalloc(&p, n);
-      if (e != cudaSuccess) p = nullptr;
-    }
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { if (p) cudaFree(p); }
-};
+using gka_test::DevBuf;
+using gka_test::download_f32;
+using gka_test::upload;
 
 constexpr int kC = gka::kernels::kBwdCovChunk;
 
@@ -59,17 +43,6 @@ std::vector<uint8_t> round_to(std::vector<double>& x, gka::DType t) {
     x[i] = gka::load_as_double(b.data(), t, static_cast<int64_t>(i));
   }
   return b;
-}
-
-void upload(DevBuf& d, const std::vector<uint8_t>& h) {
-  new (&d) DevBuf(h.size());
-  REQUIRE(d.p != nullptr);
-  CUDA_OK(cudaMemcpy(d.p, h.data(), h.size(), cudaMemcpyHostToDevice));
-}
-std::vector<float> download_f32(const DevBuf& d) {
-  std::vector<float> h(d.bytes / 4);
-  CUDA_OK(cudaMemcpy(h.data(), d.p, d.bytes, cudaMemcpyDeviceToHost));
-  return h;
 }
 
 double dot(int D, const double* a, const double* b) {
@@ -527,13 +500,7 @@ TEST_CASE("bwd_cov: time per launch at a training shape (informational)", "[gpu]
     CUDA_OK(cudaMemset(bf->p, 0x3c, bf->bytes));  // ~0.0115 in bf16 and fp32
   }
   gka::kernels::BackwardParams p;
-  p.geo.batch = B;
-  p.geo.seqlen = T;
-  p.geo.chunk = kC;
-  p.geo.num_seqs = B;
-  p.geo.chunk_bound = CB;
-  p.heads_q = H;
-  p.group = 1;
+  gka_test::dense_geometry(p, B, T, kC, H);
   p.k = TokenTensor::contiguous(k.p, DType::kBF16, T, H, D);
   p.x = TokenTensor::contiguous(x.p, DType::kFP32, T, H, D);
   p.ws.z = TokenTensor::contiguous(z.p, DType::kFP32, T, H, D);

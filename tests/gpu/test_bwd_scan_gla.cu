@@ -13,7 +13,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include "common/compare.h"
+#include "common/device.h"
 #include "common/random_inputs.h"
 #include "gka/kernels/bwd_gla_kernel.cuh"
 #include "gka/kernels/bwd_reverse_scan_kernel.cuh"
@@ -30,54 +30,13 @@
 
 namespace {
 
-#define CUDA_OK(expr)                                                                  \
-  do {                                                                                 \
-    const cudaError_t e_ = (expr);                                                     \
-    INFO(#expr << ": " << cudaGetErrorString(e_));                                     \
-    REQUIRE(e_ == cudaSuccess);                                                        \
-  } while (0)
+using gka_test::DevBuf;
+using gka_test::download_f32;
+using gka_test::rounded;
+using gka_test::to_bytes;
 
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DevBuf(size_t n) : bytes(n) {
-    if (n && cudaMalloc(&p, n) != cudaSuccess) p = nullptr;
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { if (p) cudaFree(p); }
-};
-using Buf = std::unique_ptr<DevBuf>;
-
-std::vector<uint8_t> to_bytes(const std::vector<double>& x, gka::DType t) {
-  std::vector<uint8_t> b(x.size() * gka::dtype_size(t));
-  for (size_t i = 0; i < x.size(); ++i) gka::store_from_double(b.data(), t, static_cast<int64_t>(i), x[i]);
-  return b;
-}
-// x as the device sees it after rounding to t
-std::vector<double> rounded(const std::vector<double>& x, gka::DType t) {
-  const std::vector<uint8_t> b = to_bytes(x, t);
-  std::vector<double> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = gka::load_as_double(b.data(), t, static_cast<int64_t>(i));
-  return y;
-}
-Buf upload(const std::vector<double>& x, gka::DType t) {
-  const std::vector<uint8_t> b = to_bytes(x, t);
-  Buf d(new DevBuf(b.size()));
-  REQUIRE(d->p != nullptr);
-  CUDA_OK(cudaMemcpy(d->p, b.data(), b.size(), cudaMemcpyHostToDevice));
-  return d;
-}
-Buf alloc(size_t bytes) {
-  Buf d(new DevBuf(bytes));
-  REQUIRE(d->p != nullptr);
-  return d;
-}
-std::vector<float> download(const Buf& d) {
-  std::vector<float> h(d->bytes / 4);
-  CUDA_OK(cudaMemcpy(h.data(), d->p, d->bytes, cudaMemcpyDeviceToHost));
-  return h;
-}
+// d holds x in dtype t
+void upload(DevBuf& d, const std::vector<double>& x, gka::DType t) { gka_test::upload(d, to_bytes(x, t)); }
 
 struct Case {
   std::string name;
@@ -238,19 +197,29 @@ void run_case(const Case& cs, uint64_t seed) {
   }
 
   // ---- device ---------------------------------------------------------------------------------
-  const Buf dk_in = upload(k, dt), dv_in = upload(v, dt), dx = upload(x, dt), ddo = upload(d_o, dt);
-  const Buf dz = upload(z, f32), dq = upload(qmix, f32), dw = upload(w, f32), dqdq = upload(qdq, f32);
-  const Buf dg_g = upload(g, f32), dg_f = upload(f, f32);
-  const Buf dhb = upload(hbar, sdt), dsb = upload(sbar, sdt);
-  Buf ddht, ddst;
+  DevBuf dk_in, dv_in, dx, ddo, dz, dq, dw, dqdq, dg_g, dg_f, dhb, dsb, ddht, ddst;
+  upload(dk_in, k, dt);
+  upload(dv_in, v, dt);
+  upload(dx, x, dt);
+  upload(ddo, d_o, dt);
+  upload(dz, z, f32);
+  upload(dq, qmix, f32);
+  upload(dw, w, f32);
+  upload(dqdq, qdq, f32);
+  upload(dg_g, g, f32);
+  upload(dg_f, f, f32);
+  upload(dhb, hbar, sdt);
+  upload(dsb, sbar, sdt);
   if (cs.grads) {
-    ddht = upload(d_ht, f32);
-    ddst = upload(d_st, f32);
+    upload(ddht, d_ht, f32);
+    upload(ddst, d_st, f32);
   }
-  const Buf o_r = alloc(chunk_elems * 4), o_s = alloc(chunk_elems * 4), o_b = alloc(chunk_elems * 4);
-  const Buf o_rf = alloc(seq_elems * 4), o_sf = alloc(seq_elems * 4), o_bt = alloc(seq_elems * 4);
-  const Buf o_dk = alloc(BT * Hq * D * 4), o_dv = alloc(BT * Hq * D * 4), o_dg = alloc(BT * Hq * 4);
-  Buf table, seqtab;
+  DevBuf o_r(chunk_elems * 4), o_s(chunk_elems * 4), o_b(chunk_elems * 4);
+  DevBuf o_rf(seq_elems * 4), o_sf(seq_elems * 4), o_bt(seq_elems * 4);
+  DevBuf o_dk(BT * Hq * D * 4), o_dv(BT * Hq * D * 4), o_dg(BT * Hq * 4);
+  DevBuf* const outs[] = {&o_r, &o_s, &o_b, &o_rf, &o_sf, &o_bt, &o_dk, &o_dv, &o_dg};
+  for (const DevBuf* o : outs) REQUIRE(o->p != nullptr);
+  DevBuf table, seqtab;
 
   kernels::BackwardParams p;
   tiling::ChunkGeometry& geo = p.geo;
@@ -269,44 +238,46 @@ void run_case(const Case& cs, uint64_t seed) {
       ent[i] = tiling::SeqEntry{seqs[i].t0, seqs[i].len, seqs[i].chunk0, 0};
       for (int64_t c = 0; c < (seqs[i].len + C - 1) / C; ++c) tab[seqs[i].chunk0 + c] = (i << 32) | c;
     }
-    table = alloc(chunk_bound * 8);
-    seqtab = alloc(num_seqs * sizeof(tiling::SeqEntry));
-    CUDA_OK(cudaMemcpy(table->p, tab.data(), table->bytes, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(seqtab->p, ent.data(), seqtab->bytes, cudaMemcpyHostToDevice));
-    geo.table = static_cast<const int64_t*>(table->p);
-    geo.seqs = static_cast<const tiling::SeqEntry*>(seqtab->p);
+    table.reset(chunk_bound * 8);
+    REQUIRE(table.p != nullptr);
+    seqtab.reset(num_seqs * sizeof(tiling::SeqEntry));
+    REQUIRE(seqtab.p != nullptr);
+    CUDA_OK(cudaMemcpy(table.p, tab.data(), table.bytes, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(seqtab.p, ent.data(), seqtab.bytes, cudaMemcpyHostToDevice));
+    geo.table = static_cast<const int64_t*>(table.p);
+    geo.seqs = static_cast<const tiling::SeqEntry*>(seqtab.p);
   }
   p.heads_q = Hq;
   p.group = group;
-  p.k = TokenTensor::contiguous(dk_in->p, dt, T, Hkv, D);
-  p.v = TokenTensor::contiguous(dv_in->p, dt, T, Hkv, D);
-  p.x = TokenTensor::contiguous(dx->p, dt, T, Hq, D);
-  p.d_o = TokenTensor::contiguous(ddo->p, dt, T, Hq, D);
-  p.gate_s = gating::Gate{static_cast<const float*>(dg_g->p), T * Hq, Hq, 1};
-  p.gate_h = gating::Gate{static_cast<const float*>(dg_f->p), T * Hq, Hq, 1};
+  p.k = TokenTensor::contiguous(dk_in.p, dt, T, Hkv, D);
+  p.v = TokenTensor::contiguous(dv_in.p, dt, T, Hkv, D);
+  p.x = TokenTensor::contiguous(dx.p, dt, T, Hq, D);
+  p.d_o = TokenTensor::contiguous(ddo.p, dt, T, Hq, D);
+  p.gate_s = gating::Gate{static_cast<const float*>(dg_g.p), T * Hq, Hq, 1};
+  p.gate_h = gating::Gate{static_cast<const float*>(dg_f.p), T * Hq, Hq, 1};
   p.f_given = true;
   p.scale = static_cast<float>(scale);
   p.bp_lambda = cs.bp_lambda;
-  p.states_h = dhb->p;
-  p.states_s = dsb->p;
+  p.states_h = dhb.p;
+  p.states_s = dsb.p;
   if (cs.grads) {
-    p.d_ht = StateTensor::contiguous(ddht->p, f32, Hq, D);
-    p.d_st = StateTensor::contiguous(ddst->p, f32, Hq, D);
+    p.d_ht = StateTensor::contiguous(ddht.p, f32, Hq, D);
+    p.d_st = StateTensor::contiguous(ddst.p, f32, Hq, D);
   }
-  p.ws.z = TokenTensor::contiguous(dz->p, f32, T, Hq, D);
-  p.ws.qmix = TokenTensor::contiguous(dq->p, f32, T, Hq, D);
-  p.ws.w = TokenTensor::contiguous(dw->p, f32, T, Hq, 1);
-  p.ws.qdq = TokenTensor::contiguous(dqdq->p, f32, T, Hq, 1);
-  p.ws.dk = TokenTensor::contiguous(o_dk->p, f32, T, Hq, D);
-  p.ws.dv = TokenTensor::contiguous(o_dv->p, f32, T, Hq, D);
-  p.ws.dg_s = TokenTensor::contiguous(o_dg->p, f32, T, Hq, 1);
-  p.ws.r_end = static_cast<float*>(o_r->p);
-  p.ws.s_end = static_cast<float*>(o_s->p);
-  p.ws.r_first = static_cast<float*>(o_rf->p);
-  p.ws.s_first = static_cast<float*>(o_sf->p);
+  p.ws.z = TokenTensor::contiguous(dz.p, f32, T, Hq, D);
+  p.ws.qmix = TokenTensor::contiguous(dq.p, f32, T, Hq, D);
+  p.ws.w = TokenTensor::contiguous(dw.p, f32, T, Hq, 1);
+  p.ws.qdq = TokenTensor::contiguous(dqdq.p, f32, T, Hq, 1);
+  p.ws.dk = TokenTensor::contiguous(o_dk.p, f32, T, Hq, D);
+  p.ws.dv = TokenTensor::contiguous(o_dv.p, f32, T, Hq, D);
+  p.ws.dg_s = TokenTensor::contiguous(o_dg.p, f32, T, Hq, 1);
+  p.ws.r_end = static_cast<float*>(o_r.p);
+  p.ws.s_end = static_cast<float*>(o_s.p);
+  p.ws.r_first = static_cast<float*>(o_rf.p);
+  p.ws.s_first = static_cast<float*>(o_sf.p);
   if (cs.bp_lambda) {
-    p.ws.b_end = static_cast<float*>(o_b->p);
-    p.ws.b_total = static_cast<float*>(o_bt->p);
+    p.ws.b_end = static_cast<float*>(o_b.p);
+    p.ws.b_total = static_cast<float*>(o_bt.p);
   }
 
   using RSmem = kernels::RscanSmem<D>;
@@ -315,9 +286,8 @@ void run_case(const Case& cs, uint64_t seed) {
                                cudaFuncAttributeMaxDynamicSharedMemorySize, RSmem::kBytes));
   CUDA_OK(cudaFuncSetAttribute(kernels::bwd_gla_kernel<D, TState>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                GSmem::kBytes));
-  const Buf* outs[] = {&o_r, &o_s, &o_b, &o_rf, &o_sf, &o_bt, &o_dk, &o_dv, &o_dg};
   auto launch = [&]() {
-    for (const Buf* o : outs) CUDA_OK(cudaMemset((*o)->p, 0xff, (*o)->bytes));  // NaN
+    for (DevBuf* o : outs) CUDA_OK(cudaMemset(o->p, 0xff, o->bytes));  // NaN
     kernels::bwd_reverse_scan_kernel<D, TState>
         <<<dim3(static_cast<unsigned>(num_seqs * Hq), 3, D / 64), kernels::kRscanThreads, RSmem::kBytes>>>(p);
     CUDA_OK(cudaGetLastError());
@@ -327,7 +297,7 @@ void run_case(const Case& cs, uint64_t seed) {
     CUDA_OK(cudaGetLastError());
     CUDA_OK(cudaDeviceSynchronize());
     std::vector<std::vector<float>> h;
-    for (const Buf* o : outs) h.push_back(download(*o));
+    for (const DevBuf* o : outs) h.push_back(download_f32(*o));
     return h;
   };
   const auto run1 = launch();

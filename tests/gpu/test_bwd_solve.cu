@@ -24,6 +24,7 @@
 #include <cuda_runtime.h>
 
 #include "common/compare.h"
+#include "common/device.h"
 #include "common/random_inputs.h"
 #include "gka/backward/mix_adjoint.h"
 #include "gka/backward/ridge_adjoint.h"
@@ -36,63 +37,12 @@
 
 namespace {
 
-#define CUDA_OK(expr)                                                                  \
-  do {                                                                                 \
-    const cudaError_t e_ = (expr);                                                     \
-    INFO(#expr << ": " << cudaGetErrorString(e_));                                     \
-    REQUIRE(e_ == cudaSuccess);                                                        \
-  } while (0)
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(size_t n) : bytes(n) {
-    if (n) {
-      const cudaError_t e = cudaMalloc(&p, n);
-      if (e != cudaSuccess) p = nullptr;
-    }
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { if (p) cudaFree(p); }
-};
-
-std::vector<uint8_t> to_bytes(const std::vector<double>& x, gka::DType t) {
-  std::vector<uint8_t> b(x.size() * gka::dtype_size(t));
-  for (size_t i = 0; i < x.size(); ++i) gka::store_from_double(b.data(), t, static_cast<int64_t>(i), x[i]);
-  return b;
-}
-std::vector<double> to_double(const std::vector<uint8_t>& b, gka::DType t) {
-  std::vector<double> x(b.size() / gka::dtype_size(t));
-  for (size_t i = 0; i < x.size(); ++i) x[i] = gka::load_as_double(b.data(), t, static_cast<int64_t>(i));
-  return x;
-}
-
-// A device copy of x in dtype t (null when x is empty); `rounded` receives the values it holds.
-struct DevTensor {
-  DevBuf buf;
-  gka::DType t = gka::DType::kFP32;
-  std::vector<double> rounded;
-};
-void upload(DevTensor& d, const std::vector<double>& x, gka::DType t) {
-  d.t = t;
-  if (x.empty()) return;
-  const std::vector<uint8_t> b = to_bytes(x, t);
-  d.rounded = to_double(b, t);
-  new (&d.buf) DevBuf(b.size());
-  REQUIRE(d.buf.p != nullptr);
-  CUDA_OK(cudaMemcpy(d.buf.p, b.data(), b.size(), cudaMemcpyHostToDevice));
-}
-gka::TokenTensor tok(const DevTensor& d, int64_t T, int64_t H, int64_t w) {
-  if (d.buf.p == nullptr) return gka::TokenTensor{};
-  return gka::TokenTensor::contiguous(d.buf.p, d.t, T, H, w);
-}
-std::vector<uint8_t> download(const DevBuf& b) {
-  std::vector<uint8_t> h(b.bytes);
-  REQUIRE(cudaMemcpy(h.data(), b.p, b.bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
+using gka_test::DevBuf;
+using gka_test::RoundedTensor;
+using gka_test::download;
+using gka_test::to_double;
+using gka_test::tok;
+using gka_test::upload;
 
 struct Case {
   std::string name;
@@ -285,7 +235,7 @@ void run_case(const Case& cs, uint64_t seed) {
   const int64_t T = s.T, Hq = s.Hq, Hkv = s.Hkv, D = s.D, B = s.B;
   const size_t tokens = static_cast<size_t>(B * T);
   // inputs on the device (and their rounded values)
-  DevTensor q, k, v, alpha, g, f, h0, s0, d_o;
+  RoundedTensor q, k, v, alpha, g, f, h0, s0, d_o;
   upload(q, pr.q, cs.dtype);
   upload(k, pr.k, cs.dtype);
   upload(v, pr.v, cs.dtype);
@@ -313,7 +263,7 @@ void run_case(const Case& cs, uint64_t seed) {
     INFO(r.what());
     REQUIRE(r.ok());
   }
-  DevTensor x, nu;
+  RoundedTensor x, nu;
   upload(x, fo.x, gka::DType::kFP32);
   upload(nu, fo.nu, gka::DType::kFP32);
 
@@ -362,13 +312,13 @@ void run_case(const Case& cs, uint64_t seed) {
       chunk0 += nchunks;
     }
   }
-  DevTensor sh, ss;  // [chunk_bound][H_q][D][D] in the state dtype
+  RoundedTensor sh, ss;  // [chunk_bound][H_q][D][D] in the state dtype
   upload(sh, states_h, cs.state_dtype);
   upload(ss, states_s, cs.state_dtype);
   DevBuf table_dev, seqs_dev;
   if (varlen) {
-    new (&table_dev) DevBuf(table.size() * sizeof(int64_t));
-    new (&seqs_dev) DevBuf(entries.size() * sizeof(gka::tiling::SeqEntry));
+    table_dev.reset(table.size() * sizeof(int64_t));
+    seqs_dev.reset(entries.size() * sizeof(gka::tiling::SeqEntry));
     REQUIRE((table_dev.p && seqs_dev.p));
     CUDA_OK(cudaMemcpy(table_dev.p, table.data(), table_dev.bytes, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(seqs_dev.p, entries.data(), seqs_dev.bytes, cudaMemcpyHostToDevice));
@@ -380,10 +330,10 @@ void run_case(const Case& cs, uint64_t seed) {
       unu(tokens * Hq * 4);
   REQUIRE((dq.p && dalpha.p && z.p && qmix.p && qdq.p && w.p && unu.p));
 
-  auto gate = [](const DevTensor& t, int64_t Tn, int64_t H) {  // api/forward.cuh: make_gate
+  auto gate = [](const RoundedTensor& t, int64_t Tn, int64_t H) {  // api/forward.cuh: make_gate
     gka::gating::Gate gt;
-    if (t.buf.p == nullptr) return gt;
-    gt.data = static_cast<const float*>(t.buf.p);
+    if (t.dev.p == nullptr) return gt;
+    gt.data = static_cast<const float*>(t.dev.p);
     gt.stride_batch = Tn * H;
     gt.stride_token = H;
     gt.stride_head = 1;
@@ -402,23 +352,23 @@ void run_case(const Case& cs, uint64_t seed) {
   }
   p.heads_q = Hq;
   p.group = Hq / Hkv;
-  p.q = tok(q, T, Hq, D);
-  p.k = tok(k, T, Hkv, D);
-  p.v = tok(v, T, Hkv, D);
-  p.alpha = tok(alpha, T, Hq, 1);
-  p.x = tok(x, T, Hq, D);
-  p.nu = tok(nu, T, Hq, 1);
-  p.d_o = tok(d_o, T, Hq, D);
+  p.q = tok(q, true, T, Hq, D);
+  p.k = tok(k, true, T, Hkv, D);
+  p.v = tok(v, true, T, Hkv, D);
+  p.alpha = tok(alpha, true, T, Hq, 1);
+  p.x = tok(x, true, T, Hq, D);
+  p.nu = tok(nu, true, T, Hq, 1);
+  p.d_o = tok(d_o, true, T, Hq, D);
   p.gate_s = gate(g, T, Hq);
-  p.gate_h = f.buf.p ? gate(f, T, Hq) : p.gate_s;
-  p.f_given = f.buf.p != nullptr;
+  p.gate_h = f.dev.p ? gate(f, T, Hq) : p.gate_s;
+  p.f_given = f.dev.p != nullptr;
   p.num_iter = cs.num_iter;
   p.ridge = 0.02f;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   p.scale = static_cast<float>(scale);
   p.bp_lambda = cs.bp_lambda;
-  p.states_h = sh.buf.p;
-  p.states_s = ss.buf.p;
+  p.states_h = sh.dev.p;
+  p.states_s = ss.dev.p;
   p.dq = gka::TokenTensor::contiguous(dq.p, cs.dtype, T, Hq, D);
   p.dalpha = gka::TokenTensor::contiguous(dalpha.p, cs.dtype, T, Hq, 1);
   p.ws.z = gka::TokenTensor::contiguous(z.p, gka::DType::kFP32, T, Hq, D);

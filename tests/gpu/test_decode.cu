@@ -16,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include "common/compare.h"
+#include "common/device.h"
 #include "common/random_inputs.h"
 #include "gka/api/decode.cuh"
 #include "gka/api/forward.cuh"
@@ -25,61 +26,14 @@
 
 namespace {
 
-#define CUDA_OK(expr)                                                                  \
-  do {                                                                                 \
-    const cudaError_t e_ = (expr);                                                     \
-    INFO(#expr << ": " << cudaGetErrorString(e_));                                     \
-    REQUIRE(e_ == cudaSuccess);                                                        \
-  } while (0)
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(size_t n) { alloc(n); }
-  void alloc(size_t n) {
-    bytes = n;
-    if (n && cudaMalloc(&p, n) != cudaSuccess) p = nullptr;
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { if (p) cudaFree(p); }
-};
-
-std::vector<uint8_t> to_bytes(const std::vector<double>& x, gka::DType t) {
-  std::vector<uint8_t> b(x.size() * gka::dtype_size(t));
-  for (size_t i = 0; i < x.size(); ++i) gka::store_from_double(b.data(), t, static_cast<int64_t>(i), x[i]);
-  return b;
-}
-std::vector<double> to_double(const std::vector<uint8_t>& b, gka::DType t) {
-  std::vector<double> x(b.size() / gka::dtype_size(t));
-  for (size_t i = 0; i < x.size(); ++i) x[i] = gka::load_as_double(b.data(), t, static_cast<int64_t>(i));
-  return x;
-}
-std::vector<double> rounded(const std::vector<double>& x, gka::DType t) { return to_double(to_bytes(x, t), t); }
-
-// Host values in dtype t and their device copy; `ref` holds the rounded values the reference reads.
-struct Tensor {
-  gka::DType t = gka::DType::kFP32;
-  std::vector<double> ref;
-  DevBuf dev;
-  bool present() const { return !ref.empty(); }
-};
-void upload(Tensor& x, const std::vector<double>& v, gka::DType t) {
-  x.t = t;
-  if (v.empty()) return;
-  x.ref = rounded(v, t);
-  const std::vector<uint8_t> b = to_bytes(v, t);
-  x.dev.alloc(b.size());
-  REQUIRE(x.dev.p != nullptr);
-  CUDA_OK(cudaMemcpy(x.dev.p, b.data(), b.size(), cudaMemcpyHostToDevice));
-}
-std::vector<uint8_t> download(const DevBuf& b) {
-  std::vector<uint8_t> h(b.bytes);
-  REQUIRE(cudaMemcpy(h.data(), b.p, b.bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
-  return h;
-}
-void poison(DevBuf& b, cudaStream_t s) { CUDA_OK(cudaMemsetAsync(b.p, 0xff, b.bytes, s)); }  // NaN in every float dtype
+using gka_test::DevBuf;
+using gka_test::RoundedTensor;
+using gka_test::download;
+using gka_test::poison;
+using gka_test::to_bytes;
+using gka_test::to_double;
+using gka_test::tok;
+using gka_test::upload;
 
 // Relative L2 error where the reference is finite; where it is NaN (never written: skipped
 // sequences) the GPU must have left its NaN poison too, otherwise the error is infinite.
@@ -98,10 +52,6 @@ double masked_error(const std::vector<double>& gpu, const std::vector<double>& r
   return nrm > 0 ? std::sqrt(diff / nrm) : std::sqrt(diff);
 }
 
-gka::TokenTensor tok(const Tensor& x, bool dev, int64_t T, int64_t H, int64_t w) {
-  if (!x.present()) return gka::TokenTensor{};
-  return gka::TokenTensor::contiguous(dev ? x.dev.p : const_cast<double*>(x.ref.data()), dev ? x.t : gka::DType::kFP64, T, H, w);
-}
 gka::StateTensor state(void* p, gka::DType t, int64_t H, int64_t D) { return gka::StateTensor::contiguous(p, t, H, D); }
 
 struct Case {
@@ -169,7 +119,7 @@ Errors run_case(const Case& c, uint64_t seed, bool graph_check) {
   std::vector<double> h_init, s_init;
   std::mt19937_64 rng(seed * 31 + 7);
   gka_test::random_prefix_states(rng, slots, Hq, D, 2 * D, &h_init, &s_init);
-  Tensor q, k, v, alpha, g, f, beta, pool_h, pool_s;
+  RoundedTensor q, k, v, alpha, g, f, beta, pool_h, pool_s;
   upload(q, c.fused ? pr.raw_q : pr.q, c.dtype);
   upload(k, c.fused ? pr.raw_k : pr.k, c.dtype);
   upload(v, c.fused ? pr.raw_v : pr.v, c.dtype);
@@ -193,7 +143,7 @@ Errors run_case(const Case& c, uint64_t seed, bool graph_check) {
   CUDA_OK(cudaMemcpy(has_dev.p, has.data(), N, cudaMemcpyHostToDevice));
   std::vector<int32_t> cu32(spec.cu_seqlens.begin(), spec.cu_seqlens.end());
   if (varlen) {
-    cu_dev.alloc(cu32.size() * 4);
+    cu_dev.reset(cu32.size() * 4);
     CUDA_OK(cudaMemcpy(cu_dev.p, cu32.data(), cu32.size() * 4, cudaMemcpyHostToDevice));
   }
 
@@ -202,7 +152,7 @@ Errors run_case(const Case& c, uint64_t seed, bool graph_check) {
   opt.l2norm_qk = opt.fuse_beta = c.fused;
   const size_t state_elems = static_cast<size_t>(B * T * Hq * D * D);
   // ---- reference (float64) on the rounded inputs and pool
-  std::vector<double> ref_o(static_cast<size_t>(B * T * Hq * D), NAN), ref_h = pool_h.ref, ref_s = pool_s.ref;
+  std::vector<double> ref_o(static_cast<size_t>(B * T * Hq * D), NAN), ref_h = pool_h.rounded, ref_s = pool_s.rounded;
   std::vector<double> ref_ih(c.inter ? state_elems : 0, NAN), ref_is(c.inter ? state_elems : 0, NAN);
   gka::DecodeArgs a;
   a.shape = gka_test::shape_of(pr);
@@ -439,7 +389,7 @@ void continuity(gka::DType dt, int64_t B, int64_t T, int64_t k, int64_t m, uint6
   gka_test::ProblemSpec spec = gka_test::problem_spec(B, TT, Hq, Hkv, D);
   spec.separate_f = true;
   const gka_test::HostProblem pr = gka_test::random_problem(spec, seed);
-  Tensor q, kk, v, alpha, g, f;
+  RoundedTensor q, kk, v, alpha, g, f;
   upload(q, pr.q, dt);
   upload(kk, pr.k, dt);
   upload(v, pr.v, dt);
@@ -448,7 +398,7 @@ void continuity(gka::DType dt, int64_t B, int64_t T, int64_t k, int64_t m, uint6
   upload(f, pr.f, DType::kFP32);
   const size_t es = gka::dtype_size(dt);
   // token views starting at token t0, `len` tokens, batch stride of the full array
-  auto view = [&](const Tensor& x, int64_t H, int64_t w, int64_t t0) {
+  auto view = [&](const RoundedTensor& x, int64_t H, int64_t w, int64_t t0) {
     gka::TokenTensor tv = gka::TokenTensor::contiguous(static_cast<uint8_t*>(x.dev.p) + t0 * H * w * (x.t == DType::kFP32 ? 4 : es), x.t, TT, H, w);
     return tv;
   };
@@ -491,7 +441,7 @@ void continuity(gka::DType dt, int64_t B, int64_t T, int64_t k, int64_t m, uint6
   pre.options = opt;
   pre.o = gka::TokenTensor::contiguous(o_steps.p, dt, TT, Hq, D);
   pre.pool = pool;
-  ws_pre.alloc(gka::forward_workspace_size(pre));
+  ws_pre.reset(gka::forward_workspace_size(pre));
   {
     const gka::Result r = gka::forward(pre, ws_pre.p, ws_pre.bytes, nullptr);
     INFO(r.what());
@@ -520,13 +470,13 @@ void continuity(gka::DType dt, int64_t B, int64_t T, int64_t k, int64_t m, uint6
   full.o = gka::TokenTensor::contiguous(o_full.p, dt, TT, Hq, D);
   full.ht = state(ht.p, DType::kFP32, Hq, D);
   full.st = state(st.p, DType::kFP32, Hq, D);
-  ws_full.alloc(gka::forward_workspace_size(full));
+  ws_full.reset(gka::forward_workspace_size(full));
   REQUIRE(gka::forward(full, ws_full.p, ws_full.bytes, nullptr).ok());
   CUDA_OK(cudaDeviceSynchronize());
   CUDA_OK(cudaGetLastError());
   // float64 reference over everything, on the rounded inputs
   gka_test::HostProblem rp = pr;
-  rp.q = q.ref; rp.k = kk.ref; rp.v = v.ref; rp.alpha = alpha.ref; rp.g = g.ref; rp.f = f.ref;
+  rp.q = q.rounded; rp.k = kk.rounded; rp.v = v.rounded; rp.alpha = alpha.rounded; rp.g = g.rounded; rp.f = f.rounded;
   gka_test::ForwardOutputs ro;
   gka::ForwardArgs ra = gka_test::forward_args(rp, ro, opt);
   REQUIRE(gka::reference::forward<double>(ra).ok());
