@@ -3,16 +3,17 @@
 # backward's heaviest kernels at the benchmark shape: the details page and the instructions with the
 # most warp-stall samples (scripts/ncu_hotspots.py), as text under $OUT. Needs ncu (the H200
 # machine has it; --clock-control none leaves the clocks alone, as METHOD.md asks).
-#   OUT=... GKA_BIN_DIR=.carry-final bash scripts/gpu_profile.sh [decode|bwd]...
+# rscan: the reverse scan at T = 32768, B = 2 (the timing test's third shape).
+#   OUT=... GKA_BIN_DIR=.carry-final bash scripts/gpu_profile.sh [decode|bwd|rscan]...
 set -u
 OUT="${OUT:-./gpu-profile-out}"; mkdir -p "$OUT"
 BIN="$(cd "${GKA_BIN_DIR:?prebuilt binaries}" && pwd)"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 export LD_LIBRARY_PATH="$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-profile() {  # profile NAME KERNEL_REGEX BINARY ARGS...: one launch (after 2 warm ones), full set
+profile() {  # profile NAME KERNEL_REGEX BINARY ARGS...: one launch after ${SKIP:-2}, full set
   local name=$1 regex=$2; shift 2
-  ncu --clock-control none --import-source yes --set full -k "regex:$regex" --launch-skip 2 --launch-count 1 \
+  ncu --clock-control none --import-source yes --set full -k "regex:$regex" --launch-skip "${SKIP:-2}" --launch-count 1 \
     -o "$OUT/$name" -f "$@" > "$OUT/$name.log" 2>&1
   ncu -i "$OUT/$name.ncu-rep" --page details > "$OUT/$name.details.txt" 2>&1
   ncu -i "$OUT/$name.ncu-rep" --page source --csv --print-source sass > "$OUT/$name.sass.csv" 2>&1
@@ -31,5 +32,7 @@ for what in "$@"; do
       for k in bwd_cov bwd_solve bwd_gla; do
         profile "$k" "$k" "$BIN/gka_bench_forward" --benchmark_filter='BM_forward_backward/2048'
       done ;;
+    rscan)  # test_bwd_perf_rscan runs 9 launches per shape: the 21st is the third shape's third
+      SKIP=20 profile rscan_t32768 bwd_reverse_scan "$BIN/gka_gpu_tests" "[perf][rscan]" ;;
   esac
 done

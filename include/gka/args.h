@@ -120,7 +120,8 @@ struct BackwardArgs {
   // second started when the first half's adjoint solve is done, so one half's bandwidth-bound
   // reverse scan shares the GPU with the other half's compute-bound kernels. Everything still
   // starts after and finishes before the work on the main stream (event fork / join, CUDA-graph
-  // capturable); results are bitwise those of the one-stream call. Ignored with an odd H_kv.
+  // capturable); results are bitwise those of the one-stream call. Ignored with an odd H_kv or when
+  // it is the call's own stream.
   void* overlap_stream = nullptr;
 };
 

@@ -130,4 +130,22 @@ inline gka::TokenTensor tok(const RoundedTensor& d, bool device, int64_t T, int6
                                       device ? d.t : gka::DType::kFP64, T, H, w);
 }
 
+// The graph-capture checks: enqueue(stream) -> gka::Result is captured into a CUDA graph, which is
+// instantiated, replayed once and waited for. The call's own result must be success.
+template <class Enqueue>
+void capture_and_replay(cudaStream_t stream, Enqueue&& enqueue) {
+  cudaGraph_t graph;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  const gka::Result rc = enqueue();
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  INFO(rc.what());
+  REQUIRE(rc.ok());
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_OK(cudaGraphLaunch(exec, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+}
+
 }  // namespace gka_test

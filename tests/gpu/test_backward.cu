@@ -320,22 +320,11 @@ std::vector<double> run_case(const BwdCase& c, uint64_t seed, bool graph_check, 
       const size_t bytes = gka::backward_workspace_size(*g);
       for (DevBuf& b : d.g) gka_test::poison(b, stream);
       CUDA_OK(cudaStreamSynchronize(stream));
-      cudaGraph_t graph;
-      CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-      const gka::Result rc = gka::backward(*g, ws.p, bytes, stream);
-      CUDA_OK(cudaStreamEndCapture(stream, &graph));
-      INFO(rc.what());
-      REQUIRE(rc.ok());
-      cudaGraphExec_t exec;
-      CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-      CUDA_OK(cudaGraphLaunch(exec, stream));
-      CUDA_OK(cudaStreamSynchronize(stream));
+      gka_test::capture_and_replay(stream, [&] { return gka::backward(*g, ws.p, bytes, stream); });
       const Snapshot third = download_all(d);
       CHECK(third == first);
       std::printf("     graph capture + replay%s: %s\n", g == &ao ? " (two streams)" : "",
                   third == first ? "bitwise equal" : "DIFFERS");
-      CUDA_OK(cudaGraphExecDestroy(exec));
-      CUDA_OK(cudaGraphDestroy(graph));
     }
   }
   CUDA_OK(cudaStreamDestroy(side));

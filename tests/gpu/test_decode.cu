@@ -266,20 +266,10 @@ Errors run_case(const Case& c, uint64_t seed, bool graph_check) {
   CHECK(results() == first);
   if (graph_check) {
     reset();
-    cudaGraph_t graph;
-    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    const gka::Result rc = gka::detail::decode_impl(a, stream, c.min_blocks);
-    CUDA_OK(cudaStreamEndCapture(stream, &graph));
-    REQUIRE(rc.ok());
-    cudaGraphExec_t exec;
-    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaStreamSynchronize(stream));
+    gka_test::capture_and_replay(stream, [&] { return gka::detail::decode_impl(a, stream, c.min_blocks); });
     const bool same = results() == first;
     CHECK(same);
     std::printf("     graph capture + replay: %s\n", same ? "bitwise equal" : "DIFFERS");
-    CUDA_OK(cudaGraphExecDestroy(exec));
-    CUDA_OK(cudaGraphDestroy(graph));
   }
   CUDA_OK(cudaStreamDestroy(stream));
   return e;

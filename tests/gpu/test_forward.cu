@@ -224,20 +224,10 @@ Errors run_case(const Case& c, uint64_t seed, bool graph_check) {
   if (graph_check) {
     poison(out, stream);
     CUDA_OK(cudaStreamSynchronize(stream));
-    cudaGraph_t graph;
-    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    const gka::Result rc = gka::forward(a, out.ws.p, ws, stream);
-    CUDA_OK(cudaStreamEndCapture(stream, &graph));
-    REQUIRE(rc.ok());
-    cudaGraphExec_t exec;
-    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaStreamSynchronize(stream));
+    gka_test::capture_and_replay(stream, [&] { return gka::forward(a, out.ws.p, ws, stream); });
     const auto third = download_all(out);
     for (size_t i = 0; i < first.size(); ++i) CHECK(first[i] == third[i]);
     std::printf("     graph capture + replay: %s\n", first == third ? "bitwise equal" : "DIFFERS");
-    CUDA_OK(cudaGraphExecDestroy(exec));
-    CUDA_OK(cudaGraphDestroy(graph));
   }
   CUDA_OK(cudaStreamDestroy(stream));
   return e;

@@ -374,7 +374,6 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   ForwardArgs fa = detail::forward_args_of(args);
   const void* states_h = nullptr;
   const void* states_s = nullptr;
-  const bool bf16_states = L.bf16_states;
   if (L.recompute_states || L.recompute_x) {
     // Recompute into this workspace, fp32 (the saved forward workspace, if any, is not touched).
     fa.chunk_state_dtype = DType::kFP32;
@@ -393,7 +392,7 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
       fa.x = TokenTensor::contiguous(ws + L.off_x, DType::kFP32, T, Hq, D);
       fa.nu = TokenTensor::contiguous(ws + L.off_nu, DType::kFP32, T, Hq, 1);
       fa.o = TokenTensor::contiguous(ws + L.off_o, args.in.q.dtype, T, Hq, D);
-      GKA_RETURN_IF_ERROR(detail::launch_solve_readout(fa, geo, states_h, states_s, bf16_states, stream));
+      GKA_RETURN_IF_ERROR(detail::launch_solve_readout(fa, geo, states_h, states_s, L.bf16_states, stream));
     }
   } else {
     const detail::ForwardLayout FL = detail::forward_layout(fa);
@@ -458,16 +457,16 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   // two chains only where the heads halve on a kv-head boundary (and not while probing stage times)
   if (side != nullptr && side != stream && s.heads_kv % 2 == 0 && probe == nullptr) {
     if (D == 64)
-      r = bf16_states ? detail::launch_backward_kernels_overlapped<64, __nv_bfloat16>(p, split, N, stream, side)
+      r = L.bf16_states ? detail::launch_backward_kernels_overlapped<64, __nv_bfloat16>(p, split, N, stream, side)
                       : detail::launch_backward_kernels_overlapped<64, float>(p, split, N, stream, side);
     else
-      r = bf16_states ? detail::launch_backward_kernels_overlapped<128, __nv_bfloat16>(p, split, N, stream, side)
+      r = L.bf16_states ? detail::launch_backward_kernels_overlapped<128, __nv_bfloat16>(p, split, N, stream, side)
                       : detail::launch_backward_kernels_overlapped<128, float>(p, split, N, stream, side);
   } else if (D == 64) {
-    r = bf16_states ? detail::launch_backward_kernels<64, __nv_bfloat16>(p, split, N, stream, probe)
+    r = L.bf16_states ? detail::launch_backward_kernels<64, __nv_bfloat16>(p, split, N, stream, probe)
                     : detail::launch_backward_kernels<64, float>(p, split, N, stream, probe);
   } else {
-    r = bf16_states ? detail::launch_backward_kernels<128, __nv_bfloat16>(p, split, N, stream, probe)
+    r = L.bf16_states ? detail::launch_backward_kernels<128, __nv_bfloat16>(p, split, N, stream, probe)
                     : detail::launch_backward_kernels<128, float>(p, split, N, stream, probe);
   }
   GKA_RETURN_IF_ERROR(r);

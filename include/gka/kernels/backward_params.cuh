@@ -72,8 +72,9 @@ struct BackwardParams {
   TokenTensor dq, dalpha;          // outputs written by the solve kernel (dalpha optional)
   TokenTensor dg, df;              // outputs written by the cov kernel (each optional)
   StateTensor dh0, ds0;            // outputs written by the finish kernel (each optional)
-  TokenTensor dk_out, dv_out;      // outputs: the GLA (dv) and cov (dk) kernels write them when
-  bool direct_dkv = false;         // direct_dkv (group == 1, nothing to sum), else the finish kernel
+  TokenTensor dk_out, dv_out;      // outputs, written by the finish kernel's group sum, or with
+  bool direct_dkv = false;         // direct_dkv (the host sets it for group == 1) by GLA (dv) and cov (dk);
+                                   // false keeps dk^S + dk^H, dv in ws (what the per-kernel tests read)
   BackwardWorkspace ws;
 };
 

@@ -36,19 +36,25 @@ GKA_DEVICE inline void zero_acc(float (&acc)[NT][4]) {
 }
 
 // ---- per-operand lo flags (bf16-exact operands have a zero lo part: neither staged nor multiplied)
-// The product is hi*hi + [kALo] lo_a*hi_b + [kBLo] hi_a*lo_b, in the same order as the kLo versions
-// above, so where a dropped lo part is exactly zero the result is bitwise the same. np_begin /
-// kt_begin (runtime, warp-uniform) skip n16 column pairs / k16 steps known to be masked to zero
-// (causal score tiles): their accumulators are left untouched.
-template <int K, int ARows, int BCols, int BRows, int NT, bool kALo, bool kBLo>
-GKA_DEVICE inline void gemm_nk2(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int n0, int lane,
-                                int np_begin = 0) {
+// The product is hi*hi + [kALo] lo_a*hi_b + [kBLo] hi_a*lo_b in that order, so where a dropped lo
+// part is exactly zero the result is bitwise the same. np_begin / kt_begin (runtime, warp-uniform)
+// skip n16 column pairs / k16 steps known to be masked to zero (causal score tiles): their
+// accumulators are left untouched.
+
+// A k-piece of gemm_nk2: the k-steps [ak0, ak0 + KP) of A (a full <ACols, ARows> tile) against B,
+// a <BCols = KP, BRows> tile that holds only those k columns of the operand (a piece of a larger
+// operand staged on its own, e.g. a 64 x 64 block of a D x D state). Running the pieces over
+// ak0 = 0, KP, .. into the same accumulators gives bitwise gemm_nk2's result over the whole K.
+template <int KP, int ACols, int ARows, int BCols, int BRows, int NT, bool kALo, bool kBLo>
+GKA_DEVICE inline void gemm_nk2_kpiece(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int ak0, int n0,
+                                       int lane, int np_begin = 0) {
   static_assert(NT % 2 == 0, "n8 tiles come in pairs");
+  static_assert(BCols == KP, "B holds exactly the piece's k columns");
 #pragma unroll
-  for (int kt = 0; kt < K / 16; ++kt) {
+  for (int kt = 0; kt < KP / 16; ++kt) {
     uint32_t ah[4], al[4];
-    load_a<K, ARows>(a.hi, m0, 16 * kt, lane, ah);
-    if constexpr (kALo) load_a<K, ARows>(a.lo, m0, 16 * kt, lane, al);
+    load_a<ACols, ARows>(a.hi, m0, ak0 + 16 * kt, lane, ah);
+    if constexpr (kALo) load_a<ACols, ARows>(a.lo, m0, ak0 + 16 * kt, lane, al);
 #pragma unroll
     for (int np = 0; np < NT / 2; ++np) {
       if (np < np_begin) continue;
@@ -68,6 +74,13 @@ GKA_DEVICE inline void gemm_nk2(float (&acc)[NT][4], SplitTile a, SplitTile b, i
       }
     }
   }
+}
+
+// The whole K: one piece that is the full tile.
+template <int K, int ARows, int BCols, int BRows, int NT, bool kALo, bool kBLo>
+GKA_DEVICE inline void gemm_nk2(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int n0, int lane,
+                                int np_begin = 0) {
+  gemm_nk2_kpiece<K, K, ARows, BCols, BRows, NT, kALo, kBLo>(acc, a, b, m0, 0, n0, lane, np_begin);
 }
 
 template <int K, int BCols, int BRows, int NT, bool kALo, bool kBLo>
@@ -106,41 +119,6 @@ GKA_DEVICE inline void gemm_kn2(float (&acc)[NT][4], SplitTile a, SplitTile b, i
     if constexpr (kALo) load_a<K, ARows>(a.lo, m0, 16 * kt, lane, al[kt]);
   }
   gemm_rkn2<K, BCols, BRows, NT, kALo, kBLo>(acc, ah, al, b, n0, lane);
-}
-
-// A k-piece of gemm_nk2: the k-steps [ak0, ak0 + KP) of A (a full <ACols, ARows> tile) against B,
-// a <BCols = KP, BRows> tile that holds only those k columns of the operand (a piece of a larger
-// operand staged on its own, e.g. a 64 x 64 block of a D x D state). The products and their order
-// per k-step are gemm_nk2's: running the pieces over ak0 = 0, KP, .. into the same accumulators
-// gives bitwise gemm_nk2's result over the whole K.
-template <int KP, int ACols, int ARows, int BCols, int BRows, int NT, bool kALo, bool kBLo>
-GKA_DEVICE inline void gemm_nk2_kpiece(float (&acc)[NT][4], SplitTile a, SplitTile b, int m0, int ak0, int n0,
-                                       int lane) {
-  static_assert(NT % 2 == 0, "n8 tiles come in pairs");
-  static_assert(BCols == KP, "B holds exactly the piece's k columns");
-#pragma unroll
-  for (int kt = 0; kt < KP / 16; ++kt) {
-    uint32_t ah[4], al[4];
-    load_a<ACols, ARows>(a.hi, m0, ak0 + 16 * kt, lane, ah);
-    if constexpr (kALo) load_a<ACols, ARows>(a.lo, m0, ak0 + 16 * kt, lane, al);
-#pragma unroll
-    for (int np = 0; np < NT / 2; ++np) {
-      uint32_t bh[4];
-      load_b_nk<BCols, BRows>(b.hi, n0 + 16 * np, 16 * kt, lane, bh);
-      mma_bf16(acc[2 * np], ah, bh[0], bh[1]);
-      mma_bf16(acc[2 * np + 1], ah, bh[2], bh[3]);
-      if constexpr (kALo) {
-        mma_bf16(acc[2 * np], al, bh[0], bh[1]);
-        mma_bf16(acc[2 * np + 1], al, bh[2], bh[3]);
-      }
-      if constexpr (kBLo) {
-        uint32_t bl[4];
-        load_b_nk<BCols, BRows>(b.lo, n0 + 16 * np, 16 * kt, lane, bl);
-        mma_bf16(acc[2 * np], ah, bl[0], bl[1]);
-        mma_bf16(acc[2 * np + 1], ah, bl[2], bl[3]);
-      }
-    }
-  }
 }
 
 // The same for gemm_kn2: A's k-steps [ak0, ak0 + KP) against B, a <BCols, BRows = KP> tile that
