@@ -12,6 +12,7 @@
 
 #include "common/catch.h"
 #include "gka/numeric/host_convert.h"
+#include "gka/status.h"
 #include "gka/types.h"
 
 #define CUDA_OK(expr)                                                                  \
