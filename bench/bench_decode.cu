@@ -11,6 +11,8 @@
 // pool), frac_4200 (GBps / 4200, the H200's measured copy ceiling).
 // BM_decode_budget/N/m/min_blocks forces the kernel's register budget (1: 108 registers, one
 // CTA per SM; 2: 64 registers, two CTAs per SM) to show what the automatic choice picks between.
+// BM_decode_split/N/m/split: split 1 = a cluster of two CTAs per (sequence, head) (the solver and
+// the state CTA; the automatic choice when 2 N H <= SMs), -1 = one CTA.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -134,11 +136,11 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-cudaGraphExec_t capture(const gka::DecodeArgs& a, int steps, int min_blocks, cudaStream_t s) {
+cudaGraphExec_t capture(const gka::DecodeArgs& a, int steps, int min_blocks, int split, cudaStream_t s) {
   cudaGraph_t graph;
   BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
   for (int i = 0; i < steps; ++i) {
-    const gka::Result r = gka::detail::decode_impl(a, s, min_blocks);
+    const gka::Result r = gka::detail::decode_impl(a, s, min_blocks, split);
     if (!r.ok()) {
       std::fprintf(stderr, "decode: %s\n", r.what());
       std::exit(1);
@@ -173,12 +175,12 @@ double time_graph(cudaGraphExec_t exec, cudaStream_t s, Flush* flush, int sample
   return median(t);
 }
 
-void run(benchmark::State& state, int64_t N, int64_t m, bool s_bf16, int min_blocks) {
+void run(benchmark::State& state, int64_t N, int64_t m, bool s_bf16, int min_blocks, int split = 0) {
   Problem P(N, m, s_bf16);
   Flush flush;
   cudaStream_t s;
   BENCH_CUDA(cudaStreamCreate(&s));
-  cudaGraphExec_t one = capture(P.args, 1, min_blocks, s), ten = capture(P.args, 10, min_blocks, s);
+  cudaGraphExec_t one = capture(P.args, 1, min_blocks, split, s), ten = capture(P.args, 10, min_blocks, split, s);
   double us = 0;
   for (auto _ : state) {
     us = time_graph(one, s, &flush, 100);
@@ -200,12 +202,14 @@ void run(benchmark::State& state, int64_t N, int64_t m, bool s_bf16, int min_blo
 
 void BM_decode(benchmark::State& st) { run(st, st.range(0), st.range(1), false, 0); }
 void BM_decode_bf16_S(benchmark::State& st) { run(st, st.range(0), st.range(1), true, 0); }
-void BM_decode_budget(benchmark::State& st) { run(st, st.range(0), st.range(1), false, static_cast<int>(st.range(2))); }
+void BM_decode_budget(benchmark::State& st) { run(st, st.range(0), st.range(1), false, static_cast<int>(st.range(2)), -1); }
+void BM_decode_split(benchmark::State& st) { run(st, st.range(0), st.range(1), false, 0, static_cast<int>(st.range(2))); }
 
 }  // namespace
 
 BENCHMARK(BM_decode)->ArgsProduct({{1, 16, 64, 256}, {1, 4}})->ArgNames({"N", "m"})->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_decode_bf16_S)->Args({64, 1})->Args({256, 1})->ArgNames({"N", "m"})->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_decode_split)->ArgsProduct({{1, 2, 4}, {1, 4}, {-1, 1}})->ArgNames({"N", "m", "split"})->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_decode_budget)->ArgsProduct({{1, 16, 64, 256}, {1}, {1, 2}})->ArgNames({"N", "m", "min_blocks"})->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

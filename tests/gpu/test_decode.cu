@@ -67,6 +67,7 @@ struct Case {
   bool zero_start = false;        // has_initial_state[0] = 0
   bool inter = false;             // per-token states requested
   int min_blocks = 0;             // detail::decode_impl's register budget (0 = auto)
+  int split = 0;                  // detail::decode_impl's cluster split (0 = auto: on for these small grids at D = 128)
   // tolerances, set by mk() from the dtypes
   double tol_o = 1e-2, tol_h = 1e-5, tol_s = 1e-5;
 };
@@ -231,7 +232,7 @@ Errors run_case(const Case& c, uint64_t seed, bool graph_check) {
     return out;
   };
   reset();
-  gka::Result res = gka::detail::decode_impl(a, stream, c.min_blocks);
+  gka::Result res = gka::detail::decode_impl(a, stream, c.min_blocks, c.split);
   INFO(c.name << ": " << res.what());
   REQUIRE(res.ok());
   CUDA_OK(cudaStreamSynchronize(stream));
@@ -261,12 +262,20 @@ Errors run_case(const Case& c, uint64_t seed, bool graph_check) {
   }
   // determinism
   reset();
-  REQUIRE(gka::detail::decode_impl(a, stream, c.min_blocks).ok());
+  REQUIRE(gka::detail::decode_impl(a, stream, c.min_blocks, c.split).ok());
   CUDA_OK(cudaStreamSynchronize(stream));
   CHECK(results() == first);
+  if (c.D == 128) {  // the other organisation (split into a solver and a state CTA, or not): bitwise the same
+    reset();
+    REQUIRE(gka::detail::decode_impl(a, stream, c.min_blocks, c.split == -1 ? 1 : -1).ok());
+    CUDA_OK(cudaStreamSynchronize(stream));
+    const bool same = results() == first;
+    CHECK(same);
+    std::printf("     %s: %s\n", c.split == -1 ? "split" : "not split", same ? "bitwise equal" : "DIFFERS");
+  }
   if (graph_check) {
     reset();
-    gka_test::capture_and_replay(stream, [&] { return gka::detail::decode_impl(a, stream, c.min_blocks); });
+    gka_test::capture_and_replay(stream, [&] { return gka::detail::decode_impl(a, stream, c.min_blocks, c.split); });
     const bool same = results() == first;
     CHECK(same);
     std::printf("     graph capture + replay: %s\n", same ? "bitwise equal" : "DIFFERS");
@@ -352,6 +361,7 @@ TEST_CASE("decode: against the float64 reference", "[gpu][decode]") {
     Case c = mk("N3 m4 min_blocks=" + std::to_string(mb), DType::kFP32);
     c.m = 4;
     c.min_blocks = mb;
+    c.split = -1;
     c.inter = true;
     cases.push_back(c);
   }

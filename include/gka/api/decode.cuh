@@ -4,8 +4,9 @@
 //
 // decode() validates its arguments on the host (device memory is never read: slot indices and
 // cu_seqlens are checked from their host copies when the caller provides them), then enqueues one
-// kernel on `stream` (gka/kernels/decode_kernel.cuh). It needs no workspace, allocates nothing and
-// never synchronises, so it can be captured in a CUDA graph and replayed.
+// kernel on `stream` (gka/kernels/decode_kernel.cuh; for small grids on sm_90, a launch of
+// two-CTA clusters). It needs no workspace, allocates nothing and never synchronises, so it can be
+// captured in a CUDA graph and replayed.
 //
 // GPU-specific rules (beyond validate(args, Backend::kReference)): D = 64 or 128; pool.h fp32,
 // pool.s fp32 or bf16; and, because every (sequence, head) reads and writes the pool in one pass,
@@ -27,29 +28,63 @@ GKA_NAMESPACE_BEGIN
 
 namespace detail {
 
-template <int D, class TS, int kMinBlocks>
+// One CTA per (sequence, head); kSplit: a cluster of two.
+template <int D, class TS, int kMinBlocks, bool kSplit = false>
 inline Result launch_decode(const kernels::DecodeParams& p, int64_t num_seqs, cudaStream_t stream) {
-  auto kern = kernels::decode_kernel<D, TS, kMinBlocks>;
+  auto kern = kernels::decode_kernel<D, TS, kMinBlocks, kSplit>;
   const int smem = static_cast<int>(sizeof(kernels::DecodeSmem<D>));
   static std::atomic<uint64_t> smem_set{0};
   GKA_RETURN_IF_ERROR(set_smem_once(smem_set, kern, smem, "decode_kernel: cudaFuncSetAttribute"));
-  const dim3 grid(static_cast<unsigned>(num_seqs * p.heads_q));
-  kern<<<grid, kernels::DecodeGeometry<D>::kThreads, smem, stream>>>(p);
-  return cuda_result(cudaGetLastError(), "decode_kernel launch");
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(num_seqs * p.heads_q * (kSplit ? 2 : 1)));
+  cfg.blockDim = dim3(kernels::DecodeGeometry<D>::kThreads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute cluster = {};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = 2;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  cfg.attrs = &cluster;
+  cfg.numAttrs = kSplit ? 1 : 0;
+  return cuda_result(cudaLaunchKernelEx(&cfg, kern, p), "decode_kernel launch");
+}
+
+// Whether the split kernel runs on the current device: code compiled for sm_90 or newer (an sm_80
+// image has no cluster instructions, and neither has compute_80 PTX JIT-compiled on an H100).
+template <class TS>
+inline Result split_supported(bool* ok) {
+  static std::atomic<int> cache[kMaxCachedDevices];  // 0: not queried yet, 1: no, 2: yes
+  int dev = 0;
+  GKA_RETURN_IF_ERROR(current_device(&dev));
+  const int known = dev < kMaxCachedDevices ? cache[dev].load(std::memory_order_relaxed) : 0;
+  if (known != 0) {
+    *ok = known == 2;
+    return Result::success();
+  }
+  cudaFuncAttributes fa = {};
+  GKA_RETURN_IF_ERROR(
+      cuda_result(cudaFuncGetAttributes(&fa, kernels::decode_kernel<128, TS, 1, true>), "cudaFuncGetAttributes"));
+  *ok = fa.ptxVersion >= 90;
+  if (dev < kMaxCachedDevices) cache[dev].store(*ok ? 2 : 1, std::memory_order_relaxed);
+  return Result::success();
 }
 
 
 // min_blocks: the CTAs per SM the kernel's register budget is compiled for (256 threads at
 // D = 128): 1 (up to 255 registers, no spills: the fastest single CTA, for grids that do not fill
 // the device), 2 (128 registers, two CTAs per SM so one loads while the other solves), 0 = choose:
-// 2 when the grid has more CTAs than the device has SMs. Measured in docs/gpu-decode.md.
-inline Result decode_impl(const DecodeArgs& args, cudaStream_t stream, int min_blocks);
+// 2 when the grid has more CTAs than the device has SMs.
+// split: 1 = clusters of two CTAs per (sequence, head), the solver and the state CTA (D = 128,
+// sm_90; min_blocks is then 1), -1 = never, 0 = choose: split when the two CTAs of every pair fit
+// on the device's SMs at once. Measured in docs/gpu-decode.md.
+inline Result decode_impl(const DecodeArgs& args, cudaStream_t stream, int min_blocks, int split = 0);
 
 }  // namespace detail
 
 inline Result decode(const DecodeArgs& args, cudaStream_t stream) { return detail::decode_impl(args, stream, 0); }
 
-inline Result detail::decode_impl(const DecodeArgs& args, cudaStream_t stream, int min_blocks) {
+inline Result detail::decode_impl(const DecodeArgs& args, cudaStream_t stream, int min_blocks, int split) {
   GKA_RETURN_IF_ERROR(validate(args, Backend::kCuda));
   const ProblemShape& s = args.shape;
   const int64_t N = s.num_states();
@@ -90,11 +125,17 @@ inline Result detail::decode_impl(const DecodeArgs& args, cudaStream_t stream, i
   const bool s_bf16 = pool.s.dtype == DType::kBF16;  // validated: fp32 or bf16
   if (s.head_dim == 64)  // 128 threads: two CTAs per SM fit either way
     return s_bf16 ? launch_decode<64, __nv_bfloat16, 2>(p, N, stream) : launch_decode<64, float, 2>(p, N, stream);
-  if (min_blocks == 0) {
-    int sms = 0;
-    GKA_RETURN_IF_ERROR(current_sm_count(&sms));
-    min_blocks = N * s.heads_q > sms ? 2 : 1;
+  int sms = 0;
+  GKA_RETURN_IF_ERROR(current_sm_count(&sms));
+  if (split == 1 || (split == 0 && 2 * N * s.heads_q <= sms)) {
+    bool ok = false;
+    GKA_RETURN_IF_ERROR(s_bf16 ? split_supported<__nv_bfloat16>(&ok) : split_supported<float>(&ok));
+    if (ok)
+      return s_bf16 ? launch_decode<128, __nv_bfloat16, 1, true>(p, N, stream)
+                    : launch_decode<128, float, 1, true>(p, N, stream);
+    if (split == 1) return Result(Status::kErrorArchMismatch, "decode split: thread-block clusters need sm_90 code");
   }
+  if (min_blocks == 0) min_blocks = N * s.heads_q > sms ? 2 : 1;
   if (min_blocks == 1)
     return s_bf16 ? launch_decode<128, __nv_bfloat16, 1>(p, N, stream) : launch_decode<128, float, 1>(p, N, stream);
   return s_bf16 ? launch_decode<128, __nv_bfloat16, 2>(p, N, stream) : launch_decode<128, float, 2>(p, N, stream);

@@ -40,6 +40,12 @@
 //  * Global stores are explicit vector stores (stg_vec): plain float4 assignments were split into 4
 //    scalar stores here (4x the store instructions, quarter-sector writes; with the prologue order
 //    above: N = 1 20.5 -> 16.8 us, N = 64 126 -> 104 us).
+//  * Small grids (2 N H_q <= SMs, sm_90): a cluster of two CTAs per (sequence, head), kSplit. The
+//    solver (rank 0) loads H, updates it and solves; the state CTA (rank 1) loads H and S, updates
+//    and stores both (they are the same arithmetic: results are bitwise those of one CTA) and
+//    forms o once q~ arrives in its shared memory (one st.shared::cluster per row; the cluster
+//    barrier orders it). The solver's path then holds no state store and no read-out:
+//    N = 1, m = 1 16.3 -> 15.6 us, m = 4 42.6 -> 40.5 us (docs/gpu-decode.md, round 5).
 // Semantics as the float64 reference (gka::reference::decode): nu = 0 gives x = 0; num_iter = 0
 // gives x = q; f absent means f = g; g absent means no decay; fused L2 norm (eps 1e-6) and beta.
 #pragma once
@@ -50,6 +56,7 @@
 #include "gka/config.h"
 #include "gka/gating/gates.cuh"
 #include "gka/solver/chebyshev_schedule.h"
+#include "gka/tiling/cluster.cuh"
 #include "gka/tiling/copy.cuh"
 #include "gka/types.h"
 
@@ -100,6 +107,7 @@ struct DecodeSmem {
   alignas(16) float in[G::kIn];              // raw q, k, v of the current token; alpha, e^f, e^g, beta
   alignas(16) float xs[D];                   // xi by row (read only by the owning warp)
   alignas(16) float qts[D];                  // q~ by row (read only by the owning warp)
+  alignas(16) float qts_in[2][D];            // kSplit, state CTA: q~ stored by the solver CTA, by token parity
   float red[G::kWarps];                      // per-warp sums of squares of H
   float omega[G::kTab], omega_m1[G::kTab];   // omega_i, omega_i - 1
 };
@@ -204,7 +212,11 @@ GKA_DEVICE inline void ld16(const float* p, float (&x)[16]) {
 
 // TS: element type of the pool's S (float or __nv_bfloat16). kMinBlocks: CTAs per SM the register
 // allocation must allow (2 at D = 128 caps it at 128 registers per thread; see docs/gpu-decode.md).
-template <int D, class TS, int kMinBlocks>
+// kSplit (sm_90, launched as clusters of 2 CTAs per (sequence, head)): cluster rank 0, the solver,
+// keeps H and runs the solve, and stores q~ into rank 1's shared memory; rank 1, the state CTA,
+// advances H and S, stores them, and forms o once q~ has arrived. The solver's critical path then
+// holds neither the state stores nor the read-out (for grids that leave most SMs idle).
+template <int D, class TS, int kMinBlocks, bool kSplit = false>
 __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decode_kernel(DecodeParams p) {
   using G = DecodeGeometry<D>;
   constexpr int kC = G::kC, kR = G::kRows;
@@ -213,7 +225,10 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
   DecodeSmem<D>& sm = *reinterpret_cast<DecodeSmem<D>*>(smem_raw);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q, hk = h / p.group;
+  const int64_t task = kSplit ? blockIdx.x / 2 : blockIdx.x;
+  const bool solver = !kSplit || blockIdx.x % 2 == 0;  // runs the solve
+  const bool keeper = !kSplit || !solver;              // advances and stores the states, forms o
+  const int64_t seq = task / p.heads_q, h = task % p.heads_q, hk = h / p.group;
   int64_t b = seq, t0 = 0, len = p.seqlen;
   if (p.cu_seqlens) {
     b = 0;
@@ -249,21 +264,30 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 #pragma unroll
     for (int i = 0; i < kC; ++i) H[j][i] = v.x[i];
   }
-  if constexpr (kAsyncS) {  // 16-byte pieces: asynchronous, no registers held
+  if (keeper) {  // the solver of a split pair never touches S
+    if constexpr (kAsyncS) {  // 16-byte pieces: asynchronous, no registers held
 #pragma unroll
-    for (int j = 0; j < kR; ++j) {
-      const float* src = reinterpret_cast<const float*>(s_pool) + p.pool_s.offset(read, h) +
-                         (row0 + j) * p.pool_s.stride_row + col0;
-      tiling::cp_async_16(&sm.s_tile[(row0 + j) * D + col0], src, from_pool);
-    }
-    tiling::cp_async_commit();
-  } else {
+      for (int j = 0; j < kR; ++j) {
+        const float* src = reinterpret_cast<const float*>(s_pool) + p.pool_s.offset(read, h) +
+                           (row0 + j) * p.pool_s.stride_row + col0;
+        tiling::cp_async_16(&sm.s_tile[(row0 + j) * D + col0], src, from_pool);
+      }
+      tiling::cp_async_commit();
+    } else {
 #pragma unroll
-    for (int j = 0; j < kR; ++j) {
-      Vec<kC> v{};
-      if (from_pool) v = ld_state<TS, kC>(s_pool + p.pool_s.offset(read, h) + (row0 + j) * p.pool_s.stride_row + col0);
-      st_vec<kC>(&sm.s_tile[(row0 + j) * D + col0], v.x);
+      for (int j = 0; j < kR; ++j) {
+        Vec<kC> v{};
+        if (from_pool) v = ld_state<TS, kC>(s_pool + p.pool_s.offset(read, h) + (row0 + j) * p.pool_s.stride_row + col0);
+        st_vec<kC>(&sm.s_tile[(row0 + j) * D + col0], v.x);
+      }
     }
+  }
+  // kSplit: cluster barrier phase 0 says both CTAs run (before any store into the other's shared
+  // memory); phase j + 1 says q~ of token j is in the state CTA's qts_in[j & 1] and that the state
+  // CTA is done with token j - 1's. Every thread arrives and waits once per phase, in turn.
+  if constexpr (kSplit) {
+    tiling::cluster_arrive();
+    if (keeper) tiling::cluster_wait();
   }
 
   const float cheb_c = chebyshev_c<float>(p.ridge);
@@ -283,7 +307,7 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 #pragma unroll
     for (int j = 0; j < kR; ++j) stg_vec<kC>(out + (row0 + j) * dst.stride_row + col0, H[j]);
   };
-  if (len == 0 && store_final) store_h(p.pool_h, write);
+  if (len == 0 && store_final && keeper) store_h(p.pool_h, write);
 
   for (int64_t j = 0; j < len; ++j) {
     const int64_t t = t0 + j;
@@ -297,6 +321,9 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
       }
     }
     __syncthreads();  // (A) token inputs visible
+    if constexpr (kSplit) {
+      if (keeper) tiling::cluster_arrive();  // phase j + 1: done with q~ of token j - 1
+    }
     const float* qin = sm.in;
     const float* kin = sm.in + D;
     const float* vin = sm.in + 2 * D;
@@ -355,90 +382,102 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     if (lane == 0) sm.red[warp] = ss;
-    if (p.inter_h.data) store_h(p.inter_h, b * p.seqlen + t);
-    if (last && store_final) store_h(p.pool_h, write);
+    if (p.inter_h.data && keeper) store_h(p.inter_h, b * p.seqlen + t);
+    if (last && store_final && keeper) store_h(p.pool_h, write);
 
-    __syncthreads();  // (B) sums of squares visible
-    float nu2 = 0.f;
+    if (solver) {
+      __syncthreads();  // (B) sums of squares visible
+      float nu2 = 0.f;
 #pragma unroll
-    for (int w = 0; w < G::kWarps; ++w) nu2 += sm.red[w];
-    const float nu = sqrtf(nu2);
+      for (int w = 0; w < G::kWarps; ++w) nu2 += sm.red[w];
+      const float nu = sqrtf(nu2);
 
-    // Chebyshev solve (spec 2.3). Lanes gj and gj + 16 own row row0 + gj (identical copies).
-    const float qr = qin[row0 + gj] * qs;
-    float x;
-    if (p.num_iter == 0) {
-      x = qr;  // no solve (spec 12.1)
-    } else if (!(nu > 0.f)) {
-      x = 0.f;  // nu = 0 guard (spec 12.4)
-    } else {
-      const float lambda = p.ridge * nu;
-      const float eta = chebyshev_eta<float>(p.ridge, nu);
-      float xi = eta * qr, xi_prev = 0.f;
-      float* const xs = sm.xs + row0;
-      if (gh == 0) xs[gj] = xi;
-      auto step = [&](int it, float omega, float omega_m1) {
-        __syncwarp();  // xs of this warp's rows written
-        float xr[kR];
-        ld16(xs, xr);
-        float a0[kC], a1[kC];
-#pragma unroll
-        for (int i = 0; i < kC; ++i) {
-          a0[i] = H[0][i] * xr[0];
-          a1[i] = H[kR / 2][i] * xr[kR / 2];
-        }
-#pragma unroll
-        for (int r = 1; r < kR / 2; ++r) {
+      // Chebyshev solve (spec 2.3). Lanes gj and gj + 16 own row row0 + gj (identical copies).
+      const float qr = qin[row0 + gj] * qs;
+      float x;
+      if (p.num_iter == 0) {
+        x = qr;  // no solve (spec 12.1)
+      } else if (!(nu > 0.f)) {
+        x = 0.f;  // nu = 0 guard (spec 12.4)
+      } else {
+        const float lambda = p.ridge * nu;
+        const float eta = chebyshev_eta<float>(p.ridge, nu);
+        float xi = eta * qr, xi_prev = 0.f;
+        float* const xs = sm.xs + row0;
+        if (gh == 0) xs[gj] = xi;
+        auto step = [&](int it, float omega, float omega_m1) {
+          __syncwarp();  // xs of this warp's rows written
+          float xr[kR];
+          ld16(xs, xr);
+          float a0[kC], a1[kC];
 #pragma unroll
           for (int i = 0; i < kC; ++i) {
-            a0[i] = fmaf(H[r][i], xr[r], a0[i]);
-            a1[i] = fmaf(H[r + kR / 2][i], xr[r + kR / 2], a1[i]);
+            a0[i] = H[0][i] * xr[0];
+            a1[i] = H[kR / 2][i] * xr[kR / 2];
+          }
+#pragma unroll
+          for (int r = 1; r < kR / 2; ++r) {
+#pragma unroll
+            for (int i = 0; i < kC; ++i) {
+              a0[i] = fmaf(H[r][i], xr[r], a0[i]);
+              a1[i] = fmaf(H[r + kR / 2][i], xr[r + kR / 2], a1[i]);
+            }
+          }
+          float part[kC];
+#pragma unroll
+          for (int i = 0; i < kC; ++i) part[i] = a0[i] + a1[i];
+          float(*buf)[D] = sm.part[it & 1];
+          st_vec<kC>(&buf[warp][col0], part);
+          const float lq = fmaf(lambda, xi, -qr);  // off the critical path
+          const float d0 = omega_m1 * xi_prev;
+          const float eo = eta * omega;
+          __syncthreads();
+          float pw[G::kWarps];  // every lane sums all partials of its row: no shuffle round trip
+#pragma unroll
+          for (int w = 0; w < G::kWarps; ++w) pw[w] = buf[w][row0 + gj];
+#pragma unroll
+          for (int n = G::kWarps / 2; n > 0; n /= 2)
+#pragma unroll
+            for (int w = 0; w < n; ++w) pw[w] += pw[w + n];
+          const float e = pw[0];
+          // delta = eta omega ((H + lambda I) xi - q) + (omega - 1) xi_prev; xi <- omega xi - delta
+          const float delta = fmaf(eo, e + lq, d0);
+          xi_prev = xi;
+          xi = fmaf(omega, xi, -delta);
+          if (gh == 0) xs[gj] = xi;
+        };
+        for (int it = 0; it < n_tab; ++it) step(it, sm.omega[it], sm.omega_m1[it]);
+        if (p.num_iter > G::kTab) {  // the rest of the recurrence, in the loop
+          float om = sm.omega[G::kTab - 1];
+          for (int it = G::kTab; it < p.num_iter; ++it) {
+            om = chebyshev_next_omega(cheb_c, om);
+            step(it, om, om - 1.f);
           }
         }
-        float part[kC];
-#pragma unroll
-        for (int i = 0; i < kC; ++i) part[i] = a0[i] + a1[i];
-        float(*buf)[D] = sm.part[it & 1];
-        st_vec<kC>(&buf[warp][col0], part);
-        const float lq = fmaf(lambda, xi, -qr);  // off the critical path
-        const float d0 = omega_m1 * xi_prev;
-        const float eo = eta * omega;
-        __syncthreads();
-        float pw[G::kWarps];  // every lane sums all partials of its row: no shuffle round trip
-#pragma unroll
-        for (int w = 0; w < G::kWarps; ++w) pw[w] = buf[w][row0 + gj];
-#pragma unroll
-        for (int n = G::kWarps / 2; n > 0; n /= 2)
-#pragma unroll
-          for (int w = 0; w < n; ++w) pw[w] += pw[w + n];
-        const float e = pw[0];
-        // delta = eta omega ((H + lambda I) xi - q) + (omega - 1) xi_prev; xi <- omega xi - delta
-        const float delta = fmaf(eo, e + lq, d0);
-        xi_prev = xi;
-        xi = fmaf(omega, xi, -delta);
-        if (gh == 0) xs[gj] = xi;
-      };
-      for (int it = 0; it < n_tab; ++it) step(it, sm.omega[it], sm.omega_m1[it]);
-      if (p.num_iter > G::kTab) {  // the rest of the recurrence, in the loop
-        float om = sm.omega[G::kTab - 1];
-        for (int it = G::kTab; it < p.num_iter; ++it) {
-          om = chebyshev_next_omega(cheb_c, om);
-          step(it, om, om - 1.f);
-        }
+        x = xi;
       }
-      x = xi;
+      const float alpha = scal[0];
+      const float qt = fmaf(alpha, x - qr, qr);  // q~ = q + alpha (x - q)
+      if constexpr (kSplit) {  // q~ to the state CTA; this CTA is done with token j
+        __syncthreads();  // token inputs free for the next token (the state CTA's (C))
+        tiling::cluster_wait();  // phase j: the state CTA runs and is done with qts_in[j & 1]
+        if (gh == 0) tiling::store_shared_rank(&sm.qts_in[j & 1][row0 + gj], 1, qt);
+        tiling::cluster_arrive();  // phase j + 1
+        continue;
+      }
+      if (gh == 0) sm.qts[row0 + gj] = qt;
     }
-    const float alpha = scal[0];
-    const float qt = fmaf(alpha, x - qr, qr);  // q~ = q + alpha (x - q)
-    if (gh == 0) sm.qts[row0 + gj] = qt;
 
-    // S_new = gamma_s S + k v^T; o partials sum_r S_new[r][c] q~_r over this warp's rows
+    // S_new = gamma_s S + k v^T; o partials sum_r S_new[r][c] q~_r over this warp's rows (kSplit:
+    // S_new first, back to the tile, and o once q~ has arrived)
     if constexpr (kAsyncS) {
       if (j == 0) tiling::cp_async_wait<0>();
     }
-    __syncwarp();  // qts of this warp's rows written
     float qtr[kR];
-    ld16(sm.qts + row0, qtr);
+    if constexpr (!kSplit) {
+      __syncwarp();  // qts of this warp's rows written
+      ld16(sm.qts + row0, qtr);
+    }
     scaled_kv(kr, kc, vc);
     TS* const s_out = s_pool + p.pool_s.offset(write, h) + row0 * p.pool_s.stride_row + col0;
     float op[kC];
@@ -451,10 +490,20 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 #pragma unroll
       for (int i = 0; i < kC; ++i) {
         s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
-        op[i] = fmaf(s.x[i], qtr[r], op[i]);
+        if constexpr (!kSplit) op[i] = fmaf(s.x[i], qtr[r], op[i]);
       }
-      if (!last) st_vec<kC>(srow, s.x);
-      else if (store_final) st_state<TS, kC>(s_out + r * p.pool_s.stride_row, s.x);
+      if (!last || kSplit) st_vec<kC>(srow, s.x);
+      if (last && store_final) st_state<TS, kC>(s_out + r * p.pool_s.stride_row, s.x);
+    }
+    if constexpr (kSplit) {
+      tiling::cluster_wait();  // phase j + 1: q~ of token j is in qts_in[j & 1]
+      ld16(sm.qts_in[j & 1] + row0, qtr);
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        const Vec<kC> sn = ld_vec<kC>(&sm.s_tile[(row0 + r) * D + col0]);
+#pragma unroll
+        for (int i = 0; i < kC; ++i) op[i] = fmaf(sn.x[i], qtr[r], op[i]);
+      }
     }
     if (p.inter_s.data) {  // per-token S: a separate loop, so the common path above stays short
       scaled_kv(kr, kc, vc);  // again rather than held through the loop above (registers)
@@ -463,7 +512,7 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 #pragma unroll
       for (int r = 0; r < kR; ++r) {
         Vec<kC> s = ld_vec<kC>(&sm.s_tile[(row0 + r) * D + col0]);
-        if (last) {  // the tile holds S_new only for earlier tokens
+        if (last && !kSplit) {  // the tile holds S_new only for earlier tokens (and with kSplit)
 #pragma unroll
           for (int i = 0; i < kC; ++i) s.x[i] = fmaf(gamma_s, s.x[i], kr[r] * vc[i]);
         }
@@ -483,10 +532,13 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
                                 p.scale * o2[1]);
     }
   }
+  if constexpr (kSplit) {
+    if (solver) tiling::cluster_wait();  // phase len (the state CTA arrived at its last token)
+  }
   if constexpr (kAsyncS) {
     if (len == 0) tiling::cp_async_wait<0>();
   }
-  if (len == 0 && store_final) {  // no token: the states move to the write slot unchanged
+  if (len == 0 && store_final && keeper) {  // no token: the states move to the write slot unchanged
     TS* s_out = s_pool + p.pool_s.offset(write, h);
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
