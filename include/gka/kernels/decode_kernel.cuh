@@ -20,14 +20,15 @@
 //    registers leave room for two CTAs per SM (one CTA's loads overlap the other's solve).
 //  * The Chebyshev coefficients omega_i (spec 2.3: one table for every token) are computed once
 //    per CTA into shared memory (the first 64; beyond that the recurrence continues in the loop),
-//    so no division sits in the loop; the update is 3 dependent operations after the gather:
-//    delta = eta omega (e + (lambda xi - q)) + (omega - 1) xi_prev, xi <- omega xi - delta, with
-//    lambda xi - q and (omega - 1) xi_prev formed before the barrier.
+//    so no division sits in the loop; the update is one FFMA after the gather: xi <- c - eta omega e
+//    with c = omega xi - (eta omega (lambda xi - q) + (omega - 1) xi_prev) formed before the barrier.
 //  * Prologue, in the order the data is needed: the token inputs (they do not depend on the slot),
 //    then H (registers), then S (cp.async into shared memory), every load issued before any is
-//    waited for. At N = 1 this cold start (kernel start to H in registers) takes ~4 us of the ~13 us
-//    kernel: ~1.8 us pass before even the slot index is known (cold instruction and constant
-//    caches; issuing the slot load first did not shorten it), then inputs and the 64 KiB of H.
+//    waited for (the split kernel issues the slot load first). At N = 1 every CTA runs this code
+//    once from a cold instruction cache, so its length is latency: each thread fetches one input
+//    item (a pair of q / k / v elements or one per-token scalar) through one short path. With two
+//    items per thread through the general element path, ~1.8 us passed before the slot index was
+//    known (docs/gpu-decode.md, round 5).
 //  * S is kept in shared memory as fp32 (64 KiB at D = 128), each element read and written by one
 //    thread only, so it needs no barrier. It is first needed by the read-out after the solve, so
 //    its load completes under the H update and the solve; the read-out forms S_new = gamma S + k v^T
@@ -42,16 +43,17 @@
 //    above: N = 1 20.5 -> 16.8 us, N = 64 126 -> 104 us).
 //  * Small grids (2 N H_q <= SMs, sm_90): a cluster of two CTAs per (sequence, head), kSplit. The
 //    solver (rank 0) loads H, updates it and solves; the state CTA (rank 1) loads H and S, updates
-//    and stores both (they are the same arithmetic: results are bitwise those of one CTA) and
-//    forms o once q~ arrives in its shared memory (one st.shared::cluster per row; the cluster
-//    barrier orders it). The solver's path then holds no state store and no read-out:
-//    N = 1, m = 1 16.3 -> 15.6 us, m = 4 42.6 -> 40.5 us (docs/gpu-decode.md, round 5).
+//    and stores both (the same arithmetic: results are bitwise those of one CTA) and forms o once
+//    q~ arrives in its shared memory (one st.shared::cluster per row; the cluster barrier orders
+//    it). The solver's path then holds no state store and no read-out (N = 1, m = 1: 16.3 -> 15.6
+//    us; with the short input path and the folded update 14.0 - 14.4 us; docs/gpu-decode.md).
 // Semantics as the float64 reference (gka::reference::decode): nu = 0 gives x = 0; num_iter = 0
 // gives x = q; f absent means f = g; g absent means no decay; fused L2 norm (eps 1e-6) and beta.
 #pragma once
 
 #include <cstdint>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "gka/config.h"
 #include "gka/gating/gates.cuh"
@@ -95,7 +97,8 @@ struct DecodeGeometry {
   static constexpr int kC = D / 32;              // columns per lane
   static constexpr int kTab = 64;                // omega_i precomputed for i < kTab
   static constexpr int kIn = 3 * D + 4;          // q, k, v elements and 4 per-token scalars
-  static constexpr int kLoads = (kIn + kThreads - 1) / kThreads;  // input items per thread
+  static constexpr int kPairs = 3 * D / 2;       // input items: pairs of q, k, v elements, then 4 scalars
+  static_assert(kPairs + 4 <= kThreads, "one input item per thread");
 };
 
 template <int D>
@@ -112,36 +115,48 @@ struct DecodeSmem {
   float omega[G::kTab], omega_m1[G::kTab];   // omega_i, omega_i - 1
 };
 
-// One input element (q, k or v entry, or a per-token scalar) fetched per token by one thread.
+// The input item thread i fetches per token: for i < kPairs the elements 2i, 2i + 1 of q, k, v
+// (concatenated), else the per-token scalar i - kPairs (alpha, f, g, beta). One item per thread
+// keeps this code short: at small N every CTA runs the prologue once from a cold instruction cache.
 struct DecodeInput {
-  const uint8_t* base = nullptr;  // the element at token t0; null: absent input
+  const uint8_t* base = nullptr;  // the item at token t0; null: absent input
   int64_t stride = 0;             // bytes per token
   DType type = DType::kFP32;
+  bool pair = false;
   float absent = 0.f;             // value of an absent input (alpha = 1; gates and beta 0)
-  // the raw value (a gate's log-decay: the exponential is taken when the value is used, so that a
-  // prefetch does not wait for its load)
-  GKA_DEVICE float fetch(int64_t j) const { return base ? gating::load_as_float(base + j * stride, type, 0) : absent; }
+  // the raw values (a gate's log-decay: the exponential is taken when the value is used, so that a
+  // prefetch does not wait for its load); .y is 0 for a scalar
+  GKA_DEVICE float2 fetch(int64_t j) const {
+    if (base == nullptr) return make_float2(absent, 0.f);
+    const uint8_t* at = base + j * stride;
+    if (!pair) return make_float2(gating::load_as_float(at, type, 0), 0.f);
+    if (type == DType::kBF16) return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(at));
+    if (type == DType::kFP16) return __half22float2(*reinterpret_cast<const __half2*>(at));
+    return *reinterpret_cast<const float2*>(at);  // 8-byte aligned: rows are 16-byte aligned
+  }
 };
-// item < 3D: q, k, v element item % D; 3D + 0..3: alpha, f, g, beta.
 template <int D>
 GKA_DEVICE inline DecodeInput make_input(const DecodeParams& p, int item, int64_t b, int64_t t0, int64_t h,
                                          int64_t hk) {
+  using G = DecodeGeometry<D>;
   DecodeInput in;
-  const int which = item / D, elem = item % D;
-  const bool tok = which < 3;
+  in.pair = item < G::kPairs;
+  const int which = in.pair ? 2 * item / D : 3, elem = in.pair ? 2 * item % D : item - G::kPairs;
   // selected by value: a pointer into the kernel parameters would copy them to local memory
   const TokenTensor x = which == 0 ? p.q : which == 1 ? p.k : which == 2 ? p.v
                       : elem == 0 ? p.alpha : (elem == 3 && p.use_beta) ? p.beta : TokenTensor{};
-  const gating::Gate g = elem == 1 ? p.gate_h : p.gate_s;
-  if (!tok && elem == 0) in.absent = 1.f;
+  if (!in.pair && elem == 0) in.absent = 1.f;
   if (x.data != nullptr) {
-    const int64_t head = which == 0 || !tok ? h : hk;
-    in.base = static_cast<const uint8_t*>(x.data) + (x.offset(b, t0, head) + (tok ? elem : 0)) * dtype_size(x.dtype);
+    const int64_t head = which == 1 || which == 2 ? hk : h;
+    in.base = static_cast<const uint8_t*>(x.data) + (x.offset(b, t0, head) + (in.pair ? elem : 0)) * dtype_size(x.dtype);
     in.stride = x.stride_token * dtype_size(x.dtype);
     in.type = x.dtype;
-  } else if (!tok && (elem == 1 || elem == 2) && g.data != nullptr) {
-    in.base = reinterpret_cast<const uint8_t*>(g.data + b * g.stride_batch + t0 * g.stride_token + h * g.stride_head);
-    in.stride = g.stride_token * 4;
+  } else if (!in.pair && (elem == 1 || elem == 2)) {
+    const gating::Gate g = elem == 1 ? p.gate_h : p.gate_s;
+    if (g.data != nullptr) {
+      in.base = reinterpret_cast<const uint8_t*>(g.data + b * g.stride_batch + t0 * g.stride_token + h * g.stride_head);
+      in.stride = g.stride_token * 4;
+    }
   }
   return in;
 }
@@ -239,17 +254,16 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
   const int col0 = kC * lane;    // first of this lane's kC columns
 
   // ---- prologue, in the order the data is needed, every load issued before any is waited for:
-  // inputs of token 0 (they do not depend on the slot) -> registers of the loaders, H -> registers,
-  // S -> shared (fp32). Thread tid fetches input items tid + u * kThreads (< kIn); token j + 1's
-  // values are fetched into `pre` while token j is processed. The DecodeInput is rebuilt from the
-  // kernel parameters for each fetch rather than held across the solve (registers).
-  float pre[G::kLoads];
-#pragma unroll
-  for (int u = 0; u < G::kLoads; ++u) {
-    const int item = tid + u * G::kThreads;
-    pre[u] = (item < G::kIn && len > 0) ? make_input<D>(p, item, b, t0, h, hk).fetch(0) : 0.f;
-  }
-  const int64_t read = load_index(p.read_slots, p.slot_type, seq);
+  // the slot index, input item tid of token 0 (it does not depend on the slot) -> registers,
+  // H -> registers, S -> shared (fp32). Token j + 1's item is fetched into `pre` while token j is
+  // processed; the DecodeInput is rebuilt from the kernel parameters for each fetch rather than
+  // held across the solve (registers).
+  int64_t read = 0;
+  if constexpr (kSplit) read = load_index(p.read_slots, p.slot_type, seq);
+  const bool loads_input = tid < G::kPairs + 4;
+  float2 pre = make_float2(0.f, 0.f);
+  if (loads_input && len > 0) pre = make_input<D>(p, tid, b, t0, h, hk).fetch(0);
+  if constexpr (!kSplit) read = load_index(p.read_slots, p.slot_type, seq);
   if (read == p.pad_slot) return;  // padded request: nothing read, nothing written
   const int64_t write = p.write_slots ? load_index(p.write_slots, p.slot_type, seq) : read;
   const bool store_final = write != p.pad_slot;
@@ -286,7 +300,7 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
   // memory); phase j + 1 says q~ of token j is in the state CTA's qts_in[j & 1] and that the state
   // CTA is done with token j - 1's. Every thread arrives and waits once per phase, in turn.
   if constexpr (kSplit) {
-    tiling::cluster_arrive();
+    tiling::cluster_arrive_relaxed();  // relaxed: a release would wait here for the loads above
     if (keeper) tiling::cluster_wait();
   }
 
@@ -312,14 +326,14 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
   for (int64_t j = 0; j < len; ++j) {
     const int64_t t = t0 + j;
     const bool last = j + 1 == len;
-#pragma unroll
-    for (int u = 0; u < G::kLoads; ++u) {
-      const int item = tid + u * G::kThreads;
-      if (item < G::kIn) {
-        sm.in[item] = item == 3 * D + 1 || item == 3 * D + 2 ? expf(pre[u]) : pre[u];  // gates: e^f, e^g
-        if (!last) pre[u] = make_input<D>(p, item, b, t0, h, hk).fetch(j + 1);
-      }
+    if (tid < G::kPairs) {
+      sm.in[2 * tid] = pre.x;
+      sm.in[2 * tid + 1] = pre.y;
+    } else if (loads_input) {
+      const int s = tid - G::kPairs;
+      sm.in[3 * D + s] = s == 1 || s == 2 ? expf(pre.x) : pre.x;  // gates: e^f, e^g
     }
+    if (loads_input && !last) pre = make_input<D>(p, tid, b, t0, h, hk).fetch(j + 1);
     __syncthreads();  // (A) token inputs visible
     if constexpr (kSplit) {
       if (keeper) tiling::cluster_arrive();  // phase j + 1: done with q~ of token j - 1
@@ -428,9 +442,10 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
           for (int i = 0; i < kC; ++i) part[i] = a0[i] + a1[i];
           float(*buf)[D] = sm.part[it & 1];
           st_vec<kC>(&buf[warp][col0], part);
-          const float lq = fmaf(lambda, xi, -qr);  // off the critical path
-          const float d0 = omega_m1 * xi_prev;
+          // xi <- omega xi - delta, delta = eta omega ((H + lambda I) xi - q) + (omega - 1) xi_prev,
+          // as c - eta omega e with everything but e = (H xi)_row formed before the barrier
           const float eo = eta * omega;
+          const float c = fmaf(omega, xi, -fmaf(eo, fmaf(lambda, xi, -qr), omega_m1 * xi_prev));
           __syncthreads();
           float pw[G::kWarps];  // every lane sums all partials of its row: no shuffle round trip
 #pragma unroll
@@ -439,11 +454,8 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
           for (int n = G::kWarps / 2; n > 0; n /= 2)
 #pragma unroll
             for (int w = 0; w < n; ++w) pw[w] += pw[w + n];
-          const float e = pw[0];
-          // delta = eta omega ((H + lambda I) xi - q) + (omega - 1) xi_prev; xi <- omega xi - delta
-          const float delta = fmaf(eo, e + lq, d0);
           xi_prev = xi;
-          xi = fmaf(omega, xi, -delta);
+          xi = fmaf(-eo, pw[0], c);
           if (gh == 0) xs[gj] = xi;
         };
         for (int it = 0; it < n_tab; ++it) step(it, sm.omega[it], sm.omega_m1[it]);

@@ -19,6 +19,15 @@ GKA_DEVICE inline void cluster_arrive() {
   __trap();
 #endif
 }
+// The same without ordering anything: for a phase that only says "this CTA runs" (a release
+// arrive also waits for the thread's outstanding memory accesses, loads in flight included).
+GKA_DEVICE inline void cluster_arrive_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
 // Waits until every thread of the cluster has arrived at the current phase (acquire).
 GKA_DEVICE inline void cluster_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
