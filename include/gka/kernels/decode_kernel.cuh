@@ -23,15 +23,15 @@
 //    so no division sits in the loop; the update is one FFMA after the gather: xi <- c - eta omega e
 //    with c = omega xi - (eta omega (lambda xi - q) + (omega - 1) xi_prev) formed before the barrier.
 //  * Prologue, in the order the data is needed: the token inputs (they do not depend on the slot),
-//    then H (registers), then S (cp.async into shared memory), every load issued before any is
-//    waited for (the split kernel issues the slot load first). At N = 1 every CTA runs this code
+//    then H (registers), every load issued before any is waited for (the split kernel issues the
+//    slot load first); S follows (below). At N = 1 every CTA runs this code
 //    once from a cold instruction cache, so its length is latency: each thread fetches one input
 //    item (a pair of q / k / v elements or one per-token scalar) through one short path. With two
 //    items per thread through the general element path, ~1.8 us passed before the slot index was
 //    known (docs/gpu-decode.md, round 5).
 //  * S is kept in shared memory as fp32 (64 KiB at D = 128), each element read and written by one
 //    thread only, so it needs no barrier. It is first needed by the read-out after the solve, so
-//    its load completes under the H update and the solve; the read-out forms S_new = gamma S + k v^T
+//    its copy (fp32 pools: cp.async, issued after the first H update) completes under the solve; the read-out forms S_new = gamma S + k v^T
 //    for o = s S_new^T q~ and stores it to the pool (last token) or back to the tile (earlier
 //    tokens). Storing S_new before the solve (so that the stores drain under it) was measured
 //    slower: the solve then waits for the S load (N = 64: 111 vs 104 us).
@@ -278,15 +278,22 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
 #pragma unroll
     for (int i = 0; i < kC; ++i) H[j][i] = v.x[i];
   }
-  if (keeper) {  // the solver of a split pair never touches S
-    if constexpr (kAsyncS) {  // 16-byte pieces: asynchronous, no registers held
+  // fp32 S: 16-byte cp.async pieces, no registers held. Without the split they are issued once
+  // the first token's H update is done, so that a wave of CTAs first loads only H and starts
+  // solving sooner; S has the solve to arrive (N = 64: 105.7 -> 98.5 us).
+  constexpr bool kLateS = kAsyncS && !kSplit;
+  auto copy_s = [&] {
 #pragma unroll
-      for (int j = 0; j < kR; ++j) {
-        const float* src = reinterpret_cast<const float*>(s_pool) + p.pool_s.offset(read, h) +
-                           (row0 + j) * p.pool_s.stride_row + col0;
-        tiling::cp_async_16(&sm.s_tile[(row0 + j) * D + col0], src, from_pool);
-      }
-      tiling::cp_async_commit();
+    for (int j = 0; j < kR; ++j) {
+      const float* src = reinterpret_cast<const float*>(s_pool) + p.pool_s.offset(read, h) +
+                         (row0 + j) * p.pool_s.stride_row + col0;
+      tiling::cp_async_16(&sm.s_tile[(row0 + j) * D + col0], src, from_pool);
+    }
+    tiling::cp_async_commit();
+  };
+  if (keeper) {  // the solver of a split pair never touches S
+    if constexpr (kAsyncS) {
+      if constexpr (!kLateS) copy_s();
     } else {
 #pragma unroll
       for (int j = 0; j < kR; ++j) {
@@ -398,6 +405,9 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     if (lane == 0) sm.red[warp] = ss;
     if (p.inter_h.data && keeper) store_h(p.inter_h, b * p.seqlen + t);
     if (last && store_final && keeper) store_h(p.pool_h, write);
+    if constexpr (kLateS) {
+      if (j == 0) copy_s();
+    }
 
     if (solver) {
       __syncthreads();  // (B) sums of squares visible
@@ -548,6 +558,9 @@ __global__ void __launch_bounds__(DecodeGeometry<D>::kThreads, kMinBlocks) decod
     if (solver) tiling::cluster_wait();  // phase len (the state CTA arrived at its last token)
   }
   if constexpr (kAsyncS) {
+    if constexpr (kLateS) {
+      if (len == 0) copy_s();
+    }
     if (len == 0) tiling::cp_async_wait<0>();
   }
   if (len == 0 && store_final && keeper) {  // no token: the states move to the write slot unchanged
