@@ -54,22 +54,36 @@ inline Result launch_decode(const kernels::DecodeParams& p, int64_t num_seqs, cu
 // image has no cluster instructions, and neither has compute_80 PTX JIT-compiled on an H100).
 template <class TS>
 inline Result split_supported(bool* ok) {
-  static std::atomic<int> cache[kMaxCachedDevices];  // 0: not queried yet, 1: no, 2: yes
-  int dev = 0;
-  GKA_RETURN_IF_ERROR(current_device(&dev));
-  const int known = dev < kMaxCachedDevices ? cache[dev].load(std::memory_order_relaxed) : 0;
-  if (known != 0) {
-    *ok = known == 2;
+  static std::atomic<int> cache[kMaxCachedDevices];  // 1: no, 2: yes
+  int known = 0;
+  GKA_RETURN_IF_ERROR(once_per_device(cache, &known, [](int, int* v) {
+    cudaFuncAttributes fa = {};
+    GKA_RETURN_IF_ERROR(
+        cuda_result(cudaFuncGetAttributes(&fa, kernels::decode_kernel<128, TS, 1, true>), "cudaFuncGetAttributes"));
+    *v = fa.ptxVersion >= 90 ? 2 : 1;
     return Result::success();
-  }
-  cudaFuncAttributes fa = {};
-  GKA_RETURN_IF_ERROR(
-      cuda_result(cudaFuncGetAttributes(&fa, kernels::decode_kernel<128, TS, 1, true>), "cudaFuncGetAttributes"));
-  *ok = fa.ptxVersion >= 90;
-  if (dev < kMaxCachedDevices) cache[dev].store(*ok ? 2 : 1, std::memory_order_relaxed);
+  }));
+  *ok = known == 2;
   return Result::success();
 }
 
+// The kernel for a pool S of element type TS: D = 64 (two CTAs per SM fit either way), or D = 128
+// with the split, or one CTA per task at the register budget min_blocks (both as decode_impl says).
+template <class TS>
+inline Result launch_decode_for(const kernels::DecodeParams& p, int64_t N, int64_t D, int min_blocks, int split,
+                                cudaStream_t stream) {
+  if (D == 64) return launch_decode<64, TS, 2>(p, N, stream);
+  int sms = 0;
+  GKA_RETURN_IF_ERROR(current_sm_count(&sms));
+  if (split == 1 || (split == 0 && 2 * N * p.heads_q <= sms)) {
+    bool ok = false;
+    GKA_RETURN_IF_ERROR(split_supported<TS>(&ok));
+    if (ok) return launch_decode<128, TS, 1, true>(p, N, stream);
+    if (split == 1) return Result(Status::kErrorArchMismatch, "decode split: thread-block clusters need sm_90 code");
+  }
+  if (min_blocks == 0) min_blocks = N * p.heads_q > sms ? 2 : 1;
+  return min_blocks == 1 ? launch_decode<128, TS, 1>(p, N, stream) : launch_decode<128, TS, 2>(p, N, stream);
+}
 
 // min_blocks: the CTAs per SM the kernel's register budget is compiled for (256 threads at
 // D = 128): 1 (up to 255 registers, no spills: the fastest single CTA, for grids that do not fill
@@ -122,23 +136,10 @@ inline Result detail::decode_impl(const DecodeArgs& args, cudaStream_t stream, i
   p.has_initial_state = pool.has_initial_state;
   p.inter_h = args.inter_h;
   p.inter_s = args.inter_s;
-  const bool s_bf16 = pool.s.dtype == DType::kBF16;  // validated: fp32 or bf16
-  if (s.head_dim == 64)  // 128 threads: two CTAs per SM fit either way
-    return s_bf16 ? launch_decode<64, __nv_bfloat16, 2>(p, N, stream) : launch_decode<64, float, 2>(p, N, stream);
-  int sms = 0;
-  GKA_RETURN_IF_ERROR(current_sm_count(&sms));
-  if (split == 1 || (split == 0 && 2 * N * s.heads_q <= sms)) {
-    bool ok = false;
-    GKA_RETURN_IF_ERROR(s_bf16 ? split_supported<__nv_bfloat16>(&ok) : split_supported<float>(&ok));
-    if (ok)
-      return s_bf16 ? launch_decode<128, __nv_bfloat16, 1, true>(p, N, stream)
-                    : launch_decode<128, float, 1, true>(p, N, stream);
-    if (split == 1) return Result(Status::kErrorArchMismatch, "decode split: thread-block clusters need sm_90 code");
-  }
-  if (min_blocks == 0) min_blocks = N * s.heads_q > sms ? 2 : 1;
-  if (min_blocks == 1)
-    return s_bf16 ? launch_decode<128, __nv_bfloat16, 1>(p, N, stream) : launch_decode<128, float, 1>(p, N, stream);
-  return s_bf16 ? launch_decode<128, __nv_bfloat16, 2>(p, N, stream) : launch_decode<128, float, 2>(p, N, stream);
+  // pool S: validated fp32 or bf16
+  return pool.s.dtype == DType::kBF16
+             ? launch_decode_for<__nv_bfloat16>(p, N, s.head_dim, min_blocks, split, stream)
+             : launch_decode_for<float>(p, N, s.head_dim, min_blocks, split, stream);
 }
 
 GKA_NAMESPACE_END

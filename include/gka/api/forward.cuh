@@ -94,16 +94,24 @@ inline Result set_smem_once(std::atomic<uint64_t>& done, Kernel kern, int smem, 
   return Result::success();
 }
 
-// The current device's SM count, queried once per device.
-inline Result current_sm_count(int* sms) {
-  static std::atomic<int> cache[kMaxCachedDevices];  // 0: not queried yet
+// *value = query(dev, value) for the current device, run once per device; `cache` belongs to the
+// caller (one per quantity) and holds query results, which must be positive (0: not queried yet).
+template <class Query>
+inline Result once_per_device(std::atomic<int> (&cache)[kMaxCachedDevices], int* value, Query query) {
   int dev = 0;
   GKA_RETURN_IF_ERROR(current_device(&dev));
-  if (dev < kMaxCachedDevices && (*sms = cache[dev].load(std::memory_order_relaxed)) > 0) return Result::success();
-  GKA_RETURN_IF_ERROR(cuda_result(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev),
-                                  "cudaDeviceGetAttribute"));
-  if (dev < kMaxCachedDevices) cache[dev].store(*sms, std::memory_order_relaxed);
+  if (dev < kMaxCachedDevices && (*value = cache[dev].load(std::memory_order_relaxed)) > 0) return Result::success();
+  GKA_RETURN_IF_ERROR(query(dev, value));
+  if (dev < kMaxCachedDevices) cache[dev].store(*value, std::memory_order_relaxed);
   return Result::success();
+}
+
+// The current device's SM count, queried once per device.
+inline Result current_sm_count(int* sms) {
+  static std::atomic<int> cache[kMaxCachedDevices];
+  return once_per_device(cache, sms, [](int dev, int* v) {
+    return cuda_result(cudaDeviceGetAttribute(v, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  });
 }
 
 template <int D, bool kSplit>

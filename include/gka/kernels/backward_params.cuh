@@ -72,9 +72,10 @@ struct BackwardParams {
   TokenTensor dq, dalpha;          // outputs written by the solve kernel (dalpha optional)
   TokenTensor dg, df;              // outputs written by the cov kernel (each optional)
   StateTensor dh0, ds0;            // outputs written by the finish kernel (each optional)
-  TokenTensor dk_out, dv_out;      // outputs, written by the finish kernel's group sum, or with
-  bool direct_dkv = false;         // direct_dkv (the host sets it for group == 1) by GLA (dv) and cov (dk);
-                                   // false keeps dk^S + dk^H, dv in ws (what the per-kernel tests read)
+  TokenTensor dk_out, dv_out;      // outputs: the finish kernel's group sum writes them, or, with
+                                   // direct_dkv, GLA (dv) and cov (dk) do
+  bool direct_dkv = false;         // the host sets it for group == 1; false keeps dk^S + dk^H, dv in
+                                   // ws (what the per-kernel tests read)
   BackwardWorkspace ws;
 };
 
