@@ -24,6 +24,8 @@
 // the backward's per-chunk R-bar / S^ / B~: the bf16 plan of docs/gpu-backward.md).
 // BM_forward_backward_overlap: BackwardArgs::overlap_stream set (two kernel chains over the two
 // halves of the heads; no stage counters), fp32 or bf16 chunk states.
+// BM_forward_backward_segments: bf16 chunk states, BackwardArgs::scan_segments forced to 1 .. 16
+// runs per sequence (the reverse scans' segment parallelism), one stream or two.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -188,7 +190,7 @@ void run_forward(benchmark::State& state, int64_t T, int num_iter, gka::DType st
 
 void BM_forward(benchmark::State& state) { run_forward(state, state.range(0), 30); }
 
-void run_forward_backward(benchmark::State& state, gka::DType state_dtype, bool overlap = false) {
+void run_forward_backward(benchmark::State& state, gka::DType state_dtype, bool overlap = false, int segments = 0) {
   const int64_t tokens = 65536, T = state.range(0), B = tokens / T, H = 16, D = 128;
   const int num_iter = 30;
   const size_t vec = static_cast<size_t>(B * T * H * D), scal = static_cast<size_t>(B * T * H);
@@ -238,6 +240,7 @@ void run_forward_backward(benchmark::State& state, gka::DType state_dtype, bool 
   BENCH_CUDA(cudaMalloc(&fws, fws_bytes));
   ba.forward_workspace = fws;
   ba.chunk_state_dtype = state_dtype;
+  ba.scan_segments = segments;
   const size_t bws_bytes = gka::backward_workspace_size(ba);
   BENCH_CUDA(cudaMalloc(&bws, bws_bytes));
   cudaStream_t stream, side = nullptr;
@@ -329,6 +332,10 @@ void BM_forward_backward_bf16_states(benchmark::State& state) { run_forward_back
 void BM_forward_backward_overlap(benchmark::State& state) {
   run_forward_backward(state, state.range(1) ? gka::DType::kBF16 : gka::DType::kFP32, true);
 }
+// bf16 chunk states with BackwardArgs::scan_segments forced (1: one reverse-scan chain per sequence).
+void BM_forward_backward_segments(benchmark::State& state) {
+  run_forward_backward(state, gka::DType::kBF16, state.range(2) != 0, static_cast<int>(state.range(1)));
+}
 
 BENCHMARK(BM_forward)
     ->Arg(2048)->Arg(8192)->Arg(32768)
@@ -354,6 +361,11 @@ BENCHMARK(BM_forward_backward_bf16_states)
 
 BENCHMARK(BM_forward_backward_overlap)
     ->ArgsProduct({{2048, 8192, 32768}, {0, 1}})->ArgNames({"T", "bf16_states"})
+    ->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);
+
+BENCHMARK(BM_forward_backward_segments)
+    ->ArgsProduct({{8192, 32768}, {1, 2, 4, 8, 16}, {0, 1}})->ArgNames({"T", "segments", "overlap"})
     ->UseManualTime()->Unit(benchmark::kMillisecond)
     ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);
 

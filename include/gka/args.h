@@ -123,6 +123,10 @@ struct BackwardArgs {
   // capturable); results are bitwise those of the one-stream call. Ignored with an odd H_kv or when
   // it is the call's own stream.
   void* overlap_stream = nullptr;
+  // GPU backward only: how many runs of chunks each sequence's reverse scans are cut into, each
+  // scanned by its own CTAs (a long sequence is otherwise one long chain; docs/gpu-backward.md).
+  // 0 (default): chosen from the shape; 1: one chain per sequence. Changes rounding, not the sums.
+  int scan_segments = 0;
 };
 
 // Advance m >= 1 tokens per sequence from states kept in a pool (spec 5, 12.10).

@@ -167,6 +167,12 @@ TEST_CASE("validate requires the gradient outputs that match the inputs", "[cpu]
     b.in.alpha = fx.args.in.g;
     require_error(gka::validate(b, Backend::kReference), Status::kErrorNullPointer, "dalpha.data");
   }
+  SECTION("scan_segments out of range") {
+    b.scan_segments = 16;
+    REQUIRE(gka::validate(b, Backend::kReference).ok());
+    b.scan_segments = -1;
+    require_error(gka::validate(b, Backend::kReference), Status::kErrorInvalidShape, "scan_segments");
+  }
   SECTION("saved chunk states: dtype and alignment of the forward's workspace") {
     alignas(256) static uint8_t fws[512];
     b.forward_workspace = fws;

@@ -40,6 +40,7 @@ struct BwdCase {
   bool fused = false;   // l2norm_qk + fuse_beta on raw inputs
   bool cu_int32 = true;
   gka::DType state_dtype = gka::DType::kFP32;  // the forward's chunk states (kSavedStates)
+  int scan_segments = 0;                       // BackwardArgs::scan_segments (0: chosen from the shape)
   std::function<void(gka_test::HostProblem&)> mutate;
   double tol = 5e-2;     // every gradient but dk; set per dtype by mk()
   double tol_dk = 5e-2;  // dk; set per dtype by mk()
@@ -169,6 +170,7 @@ gka::BackwardArgs device_args(const Problem& P, DevGrads& d) {
   a.in = inputs(P, true);
   a.options = options_of(P.cs);
   a.bp_lambda = P.cs.bp_lambda;
+  a.scan_segments = P.cs.scan_segments;
   a.d_o = gka_test::tok(P.d_o, true, s.T, s.Hq, s.D);
   a.d_ht = gka_test::st(P.d_ht, true, s.Hq, s.D);
   a.d_st = gka_test::st(P.d_st, true, s.Hq, s.D);
@@ -468,6 +470,63 @@ TEST_CASE("backward: varlen, GQA, iteration counts, saved bf16 states", "[gpu][b
   }
 }
 
+// Segmented reverse scans (BackwardArgs::scan_segments, kernels/backward_params.cuh: ScanSegments):
+// runs of chunks scanned in parallel, the carries added by the GLA / cov kernels. The same sums in
+// another order, so the same tolerances; runs of unequal length, runs past a short sequence's end
+// (varlen), the incoming dH_T / dS_T entering the last run only, GQA, both head dims, bf16 chunk
+// states (the carry's sum rounded to bf16 once more), and (in run_case) determinism, two streams
+// and graph capture.
+TEST_CASE("backward: segmented reverse scans", "[gpu][backward][segments]") {
+  using gka::DType;
+  std::vector<BwdCase> cases;
+  {
+    auto s = spec(2, 1000, 2, 2, 128); s.separate_f = true; s.h0 = s.s0 = true;  // 16 chunks: runs of 6, 6, 4
+    for (DType t : {DType::kBF16, DType::kFP32}) {
+      BwdCase c = mk("B2 T1000 H2 D128 f!=g h0 s0 dHT dST, 3 runs", s, t);
+      c.scan_segments = 3;
+      cases.push_back(c);
+    }
+    BwdCase c = mk("B2 T1000 H2 D128 f!=g h0 s0 dHT dST, 5 runs", s, DType::kBF16);
+    c.scan_segments = 5;
+    c.state_dtype = DType::kBF16;
+    cases.push_back(c);
+    c = mk("B2 T1000 H2 D128 no bp_lambda, 16 runs", s, DType::kFP32);
+    c.scan_segments = 16;  // one chunk per run
+    c.bp_lambda = false;
+    cases.push_back(c);
+  }
+  {
+    // chunks per sequence 1, 1, 3, 8: with 4 runs, runs of 1, 1, 1, 2 chunks and empty ones
+    auto s = spec(1, 700, 2, 2, 128); s.cu_seqlens = {0, 5, 69, 200, 700}; s.h0 = s.s0 = true;
+    BwdCase c = mk("varlen [5,64,131,500] D128 h0 s0, 4 runs", s, DType::kBF16);
+    c.scan_segments = 4;
+    cases.push_back(c);
+    c = mk("varlen [5,64,131,500] D128 h0 s0, 4 runs", s, DType::kFP32);
+    c.scan_segments = 4;
+    cases.push_back(c);
+  }
+  {
+    auto s = spec(2, 600, 4, 2, 64); s.h0 = s.s0 = true;
+    BwdCase c = mk("GQA 4/2 B2 T600 D64 h0 s0, 2 runs", s, DType::kBF16);
+    c.scan_segments = 2;
+    cases.push_back(c);
+  }
+  {
+    // the automatic choice segments a long single sequence (B1 T4096 H2: 2 runs of 32 chunks)
+    auto s = spec(1, 4096, 2, 2, 128);
+    BwdCase c = mk("B1 T4096 H2 D128, automatic runs", s, DType::kBF16);
+    c.d_final = false;
+    cases.push_back(c);
+  }
+  uint64_t seed = 700;
+  for (const BwdCase& c : cases) {
+    SECTION(c.name + " " + gka::dtype_name(c.dtype)) {
+      run_case(c, seed, !c.spec.cu_seqlens.empty() && c.dtype == DType::kBF16, false);
+    }
+    ++seed;
+  }
+}
+
 TEST_CASE("backward: bad arguments return the right status", "[gpu][backward][args]") {
   Problem P;
   BwdCase c = mk("args", spec(1, 70, 2, 2, 128), gka::DType::kBF16);
@@ -504,6 +563,16 @@ TEST_CASE("backward: bad arguments return the right status", "[gpu][backward][ar
   {
     gka::BackwardArgs a = good; a.dalpha = gka::TokenTensor{};  // alpha given: dalpha required
     CHECK(gka::backward(a, ws.p, bytes, stream).status != gka::Status::kSuccess);
+  }
+  {
+    gka::BackwardArgs a = good; a.scan_segments = -1;
+    CHECK(gka::backward(a, ws.p, bytes, stream).status == gka::Status::kErrorInvalidShape);
+  }
+  {
+    // segmented scans need room for the run totals: a larger workspace, and the call says so
+    gka::BackwardArgs a = good; a.scan_segments = 2;
+    CHECK(gka::backward_workspace_size(a) > bytes);
+    CHECK(gka::backward(a, ws.p, bytes, stream).status == gka::Status::kErrorWorkspaceTooSmall);
   }
   // the recompute modes need more workspace, and say so
   gka::BackwardArgs rx = good;

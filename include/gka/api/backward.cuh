@@ -17,6 +17,7 @@
 //     (the scan is ~20% of a forward); recomputing needs 2 * chunks * H_q * D^2 * 4 more bytes.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -44,8 +45,25 @@ inline ForwardArgs forward_args_of(const BackwardArgs& a) {
   return f;
 }
 
+// Runs per sequence of the segmented reverse scans (kernels/backward_params.cuh: ScanSegments) for
+// BackwardArgs::scan_segments = 0: one when the scan grid already has kScanCtaTarget CTAs (T = 4096
+// at 65,536 tokens x 16 heads, where the scan runs at its full-GPU rate), otherwise enough runs to
+// reach it, none shorter than kScanMinRun chunks on average (measured: docs/gpu-backward.md).
+constexpr int64_t kScanCtaTarget = 1536, kScanMinRun = 32;
+inline int scan_segments_for(const BackwardArgs& a) {
+  if (a.scan_segments > 0) return a.scan_segments;
+  const ProblemShape& s = a.shape;
+  const int64_t seqs = s.varlen() ? s.cu_seqlens.num_seqs : s.batch;
+  if (seqs <= 0) return 1;
+  const int64_t ctas = seqs * s.heads_q * 3 * (s.head_dim / 64);
+  const int64_t avg_chunks = (s.batch * s.seqlen / seqs + kForwardChunk - 1) / kForwardChunk;
+  const int64_t by_grid = (kScanCtaTarget + ctas - 1) / ctas, by_length = avg_chunks / kScanMinRun;
+  return static_cast<int>(std::max<int64_t>(1, std::min(by_grid, by_length)));
+}
+
 struct BackwardLayout {
   int64_t chunk_bound = 0, tokens = 0;
+  int scan_segments = 1;
   bool recompute_states = false, recompute_x = false;
   // chunk states in bf16: the forward saved its H-bar / S-bar in bf16, and the backward's own
   // per-chunk states (R-bar, S^, B~) follow them (their errors are of the same size, docs/gpu-backward.md)
@@ -57,6 +75,7 @@ struct BackwardLayout {
   size_t off_qdq = 0, off_w = 0, off_unu = 0, off_dgs = 0;
   size_t off_rend = 0, off_send = 0, off_bend = 0;
   size_t off_rfirst = 0, off_sfirst = 0, off_btotal = 0;
+  size_t off_seg_totals = 0, off_seg_decay = 0, off_chunk_decay = 0;  // scan_segments > 1
   size_t total = 0;
 };
 
@@ -108,6 +127,12 @@ inline BackwardLayout backward_layout(const BackwardArgs& a) {
   if (a.bp_lambda) {
     L.off_bend = take(chunkDD_ws);
     L.off_btotal = take(seqDD);
+  }
+  L.scan_segments = scan_segments_for(a);
+  if (L.scan_segments > 1) {
+    L.off_seg_totals = take(seqDD * 3 * L.scan_segments);
+    L.off_seg_decay = take(static_cast<size_t>(N) * L.scan_segments * Hq * 2 * f4);
+    L.off_chunk_decay = take(static_cast<size_t>(L.chunk_bound) * Hq * 2 * f4);
   }
   L.total = end;
   return L;
@@ -215,9 +240,15 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
   {
     static std::atomic<uint64_t> s{0};
     GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState, TState>,
-                                       dim3(static_cast<unsigned>(num_seqs * hq), 3, D / 64),
+                                       dim3(static_cast<unsigned>(num_seqs * p.seg.count * hq), 3, D / 64),
                                        kernels::kRscanThreads, kernels::RscanSmem<D>::kBytes, stream, p,
                                        "bwd_reverse_scan_kernel"));
+    if (p.seg.count > 1 && num_seqs > 0) {
+      kernels::bwd_scan_carry_kernel<D><<<dim3(static_cast<unsigned>(num_seqs * hq), 2,
+                                               D * D / (4 * kernels::kCarryThreads)),
+                                          kernels::kCarryThreads, 0, stream>>>(p);
+      GKA_RETURN_IF_ERROR(cuda_result(cudaGetLastError(), "bwd_scan_carry_kernel"));
+    }
   }
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_rscan, stream));
   if (cb > 0) {
@@ -449,6 +480,12 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   if (args.bp_lambda) {
     p.ws.b_end = ws + L.off_bend;
     p.ws.b_total = reinterpret_cast<float*>(ws + L.off_btotal);
+  }
+  p.seg.count = L.scan_segments;
+  if (L.scan_segments > 1) {
+    p.seg.totals = reinterpret_cast<float*>(ws + L.off_seg_totals);
+    p.seg.seg_decay = reinterpret_cast<float*>(ws + L.off_seg_decay);
+    p.seg.chunk_decay = reinterpret_cast<float*>(ws + L.off_chunk_decay);
   }
 
   const bool split = args.in.q.dtype != DType::kBF16;  // the forward's operand policy

@@ -369,7 +369,10 @@ inline Result validate(const BackwardArgs& a, Backend b) {
   GKA_RETURN_IF_ERROR(check_token("dbeta", a.dbeta, a.options.fuse_beta, B, T, Hq, 1, tok, b, true));
   GKA_RETURN_IF_ERROR(check_state("dh0", a.dh0, a.in.h0.present(), N, Hq, D, wide, b, true));
   GKA_RETURN_IF_ERROR(check_state("ds0", a.ds0, a.in.s0.present(), N, Hq, D, wide, b, true));
-  // Checked on both backends so that one BackwardArgs is valid everywhere; the reference ignores it.
+  // Checked on both backends so that one BackwardArgs is valid everywhere; the reference ignores them.
+  if (a.scan_segments < 0 || a.scan_segments > 4096)
+    return fail(Status::kErrorInvalidShape,
+                "scan_segments (runs of chunks per sequence) must be in [0, 4096] (0: chosen from the shape), got " + std::to_string(a.scan_segments));
   if (a.forward_workspace != nullptr) {
     GKA_RETURN_IF_ERROR(check_dtype("chunk_state_dtype", a.chunk_state_dtype, {DType::kFP32, DType::kBF16}));
     if (reinterpret_cast<uintptr_t>(a.forward_workspace) % 256 != 0)

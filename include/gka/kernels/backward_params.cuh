@@ -7,8 +7,11 @@
 //   scan       H-bar_n, S-bar_n (the forward's state_scan_kernel), unless saved by the forward
 //   solve      bwd_solve_kernel   (chunk, head): dq~, alpha-mix adjoint, z = CH(A, alpha dq~);
 //                                  writes dq, dalpha, ws z, qmix, qdq, w, unu
-//   rscan      bwd_reverse_scan   (seq*head, role): R-bar, S^, B~ reverse scans; per-chunk states
-//                                  r_end, s_end, b_end and per-sequence r_first, s_first, b_total
+//   rscan      bwd_reverse_scan   (seq*segment*head, role): R-bar, S^, B~ reverse scans; per-chunk
+//                                  states r_end, s_end, b_end and per-sequence r_first, s_first,
+//                                  b_total (with segments > 1: segment totals, see ScanSegments)
+//   carry      bwd_scan_carry     (seq*head, role), segments > 1 only: the carry into each segment
+//                                  and the per-sequence states
 //   gla        bwd_gla_kernel     (chunk, head): GLA dk^S, dv, dG -> ws dk, dv, dg_s
 //   cov        bwd_cov_kernel     (chunk, head): Pass D + E + F -> ws dk (+= dk^H), outputs dg / df
 //   finish     bwd_finish_kernel  dk, dv summed over the GQA group (fixed order) into the outputs;
@@ -52,6 +55,31 @@ struct BackwardWorkspace {
   float* b_total = nullptr;  // B~ after the loop (bp_lambda only)
 };
 
+// Segment-parallel reverse scans. A scan walks its sequence's chunks one after the other, so a long
+// sequence is one long chain: at T = 32768 (B = 2) the three scans have 192 CTAs of 512 chunks
+// each, fewer than two per SM. With count > 1 every sequence's chunks are cut into count runs of
+// length(n) = ceil(n / count) chunks, each scanned by its own CTAs from zero (the last run from the
+// incoming final-state gradients); the per-chunk states they write then miss the state that
+// enters their run from the later runs, its carry. bwd_scan_carry_kernel forms the carries from the
+// run totals (a short pass over the runs) and the per-sequence states; the GLA / cov kernels add
+// factor * carry (chunk_carry()) to the per-chunk states as they stage them. The scans are affine in
+// their state, so this is the same sum in another order.
+struct ScanSegments {
+  int count = 1;
+  float* totals = nullptr;       // [num_seqs][count][H_q][3 roles][D][D]: run totals, then carries
+  float* seg_decay = nullptr;    // [num_seqs][count][H_q][2]: a run's total decay for f (0) and g (1)
+  float* chunk_decay = nullptr;  // [chunk_bound][H_q][2]: the decay from the run's end to the state after chunk n
+
+  GKA_HOST_DEVICE int64_t length(int64_t nchunks) const { return (nchunks + count - 1) / count; }
+  GKA_HOST_DEVICE int64_t used(int64_t nchunks) const {  // runs holding at least one chunk
+    return nchunks > 0 ? (nchunks + length(nchunks) - 1) / length(nchunks) : 0;
+  }
+  // index of a run total / carry (D x D floats) in totals; checked on the host to fit an int
+  GKA_HOST_DEVICE int64_t total_index(int64_t seq, int64_t run, int64_t h, int64_t heads_q, int role) const {
+    return ((seq * count + run) * heads_q + h) * 3 + role;
+  }
+};
+
 struct BackwardParams {
   tiling::ChunkGeometry geo;
   int64_t heads_q = 0, group = 1;  // group = H_q / H_kv; query head h reads kv head h / group
@@ -77,7 +105,38 @@ struct BackwardParams {
   bool direct_dkv = false;         // the host sets it for group == 1; false keeps dk^S + dk^H, dv in
                                    // ws (what the per-kernel tests read)
   BackwardWorkspace ws;
+  ScanSegments seg;
 };
+
+// What the per-chunk states of chunk cidx miss under a segmented scan: factor * the carry in
+// slot s of its run, at p.seg.totals + (index + s) * D * D (bwd_scan_carry_kernel: slot 1 holds
+// S^'s carry, slot 2 that of G = R + R^T (+ B~)); index < 0 when there is nothing to add (one run,
+// or the chunk is in its sequence's last run). Two registers, which the GLA and cov kernels keep
+// through their whole body; factor is the decay with f (g_decay false) or g (true).
+struct ChunkCarry {
+  int index = -1;
+  float factor = 0.f;
+};
+template <int D>
+GKA_DEVICE inline ChunkCarry chunk_carry(const BackwardParams& p, int64_t cidx, const tiling::ChunkEntry& ce,
+                                         int64_t h, bool g_decay) {
+  ChunkCarry cc;
+  if (p.seg.count <= 1) return cc;
+  const tiling::SeqEntry se = p.geo.sequence(ce.seq);
+  const int64_t nchunks = (se.len + p.geo.chunk - 1) / p.geo.chunk;
+  const int64_t run = (ce.t0 - se.t0) / p.geo.chunk / p.seg.length(nchunks);
+  if (run + 1 >= p.seg.used(nchunks)) return cc;
+  cc.index = static_cast<int>(p.seg.total_index(ce.seq, run, h, p.heads_q, 0));
+  cc.factor = p.seg.chunk_decay[(cidx * p.heads_q + h) * 2 + (g_decay ? 1 : 0)];
+  return cc;
+}
+// factor * the carry's elements i .. i + 3 (slot s), or zeros.
+template <int D>
+GKA_DEVICE inline float4 carry4(const BackwardParams& p, const ChunkCarry& cc, int s, int64_t i) {
+  if (cc.index < 0) return make_float4(0.f, 0.f, 0.f, 0.f);
+  const float4 c = __ldg(reinterpret_cast<const float4*>(p.seg.totals + (static_cast<int64_t>(cc.index) + s) * D * D + i));
+  return make_float4(cc.factor * c.x, cc.factor * c.y, cc.factor * c.z, cc.factor * c.w);
+}
 
 }  // namespace kernels
 GKA_NAMESPACE_END

@@ -126,7 +126,7 @@ GKA_DEVICE inline void stage_state_piece(const TState* __restrict__ src, int r0,
 // rows. Also adds this thread's parts of <R, Hbar> (rh) and <B, Hbar> (bh) from the same loads.
 template <int D, int kThreads, class TState, class TWs>
 GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __restrict__ B,
-                                       const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo, int tid,
+                                       const BackwardParams& p, const ChunkCarry& cc, const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo, int tid,
                                        float& rh, float& bh) {
   constexpr int kBlk = kP / 4;
 #pragma unroll 1
@@ -147,6 +147,14 @@ GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __r
       float v[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) v[j] = comp(rr[i], j) + comp(rt[j], i) + comp(bb[i], j);
+      if (cc.index >= 0) {  // a segmented scan's carry of G; <Hbar, R + B/2> gains <Hbar, G carry> / 2
+        const float4 gc = carry4<D>(p, cc, 2, (a + i) * D + bc);
+        rh += 0.5f * (hh[i].x * gc.x + hh[i].y * gc.y + hh[i].z * gc.z + hh[i].w * gc.w);
+        v[0] += gc.x;
+        v[1] += gc.y;
+        v[2] += gc.z;
+        v[3] += gc.w;
+      }
       uint32_t h0, l0, h1, l1;
       tiling::split_bf16(v[0], v[1], h0, l0);
       tiling::split_bf16(v[2], v[3], h1, l1);
@@ -218,6 +226,7 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   const TState* hbar = static_cast<const TState*>(p.states_h) + soff;
   const TWs* rbar = static_cast<const TWs*>(p.ws.r_end) + soff;
   const TWs* btil = lam ? static_cast<const TWs*>(p.ws.b_end) + soff : nullptr;
+  const ChunkCarry carry = chunk_carry<D>(p, cidx, ce, h, false);  // R-bar's and B~'s (both decay with f)
 
   uint8_t* k_hi = smem + Smem::kK;
   uint8_t* k_lo = k_hi + Smem::kTileKD;
@@ -323,7 +332,7 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   float rhs = 0.f, bhs = 0.f;
   {
     float e0 = 0.f, e1 = 0.f;
-    stage_sym_piece<D, kT>(rbar, btil, hbar, 0, 0, s_hi, s_lo, tid, rhs, bhs);
+    stage_sym_piece<D, kT>(rbar, btil, p, carry, hbar, 0, 0, s_hi, s_lo, tid, rhs, bhs);
     __syncthreads();
 #pragma unroll  // dk's indices stay compile-time
     for (int rh = 0; rh < NP; ++rh) {
@@ -335,7 +344,7 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
         __syncthreads();  // the piece is consumed (after the last one: the late scalars take the slot)
         const int q = rh * NP + ch + 1;
         if (q < NP * NP) {
-          stage_sym_piece<D, kT>(rbar, btil, hbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, rhs, bhs);
+          stage_sym_piece<D, kT>(rbar, btil, p, carry, hbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, rhs, bhs);
           __syncthreads();
         }
       }

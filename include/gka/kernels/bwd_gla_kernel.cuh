@@ -94,11 +94,13 @@ GKA_DEVICE inline void store_acc_rows(T* pa, T* pb, bool va, bool vb, const floa
 }
 
 // The 64 x 64 piece (rows r0.., columns c0..) of S^ (fp32 or bf16) -> bf16 hi [+ lo] piece tiles
-// (a bf16 S^ is exact: no lo); with kDot also adds this thread's part of <S^, S-bar> over the
+// (a bf16 S^ is exact: no lo; with a segment carry, kernels/backward_params.cuh, the sum is rounded
+// to bf16 once more); with kDot also adds this thread's part of <S^, S-bar> over the
 // piece, from the same batch of loads.
 template <int D, int kThreads, bool kDot, class TState, class TWs>
-GKA_DEVICE inline void stage_shat_piece(const TWs* __restrict__ shat, const TState* __restrict__ sbar, int r0,
-                                        int c0, uint8_t* hi, uint8_t* lo, int tid, float& part) {
+GKA_DEVICE inline void stage_shat_piece(const BackwardParams& p, const TWs* __restrict__ shat, const ChunkCarry& cc,
+                                        const TState* __restrict__ sbar, int r0, int c0, uint8_t* hi, uint8_t* lo,
+                                        int tid, float& part) {
   constexpr int kAll = kP * kP / 4 / kThreads;
   // runs while a D-wide accumulator is live: at most 8 float4 in flight per thread
   constexpr int kPer = kDot ? (kAll < 4 ? kAll : 4) : (kAll < 8 ? kAll : 8);
@@ -110,6 +112,10 @@ GKA_DEVICE inline void stage_shat_piece(const TWs* __restrict__ shat, const TSta
   for (int u = 0; u < kPer; ++u) {
     const int q = tid + (u0 + u) * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
     sv[u] = load4(shat + (r0 + row) * D + c0 + col, 0);
+    if (cc.index >= 0) {
+      const float4 cv = carry4<D>(p, cc, 1, (r0 + row) * D + c0 + col);
+      sv[u] = make_float4(sv[u].x + cv.x, sv[u].y + cv.y, sv[u].z + cv.z, sv[u].w + cv.w);
+    }
     if (kDot) bv[u] = load4(sbar + (r0 + row) * D + c0 + col, 0);
   }
 #pragma unroll
@@ -167,6 +173,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   const float s = p.scale;
   constexpr bool kShatLo = sizeof(TWs) == 4;  // a bf16 S^ is exact: no lo tile, no lo products
   const TWs* shat = static_cast<const TWs*>(p.ws.s_end) + (cidx * p.heads_q + h) * D * D;
+  const ChunkCarry shat_carry = chunk_carry<D>(p, cidx, ce, h, true);
   const TState* sbar = static_cast<const TState*>(p.states_s) + (cidx * p.heads_q + h) * D * D;
 
   uint8_t* s_hi = smem + Smem::kS;
@@ -187,7 +194,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   }
   // S^'s first piece (and its part of <S^, S-bar_n>), the token tiles
   float part = 0.f;  // <S^, S-bar_n>: fixed-order partial sums (deterministic)
-  stage_shat_piece<D, kT, true>(shat, sbar, 0, 0, s_hi, s_lo, tid, part);
+  stage_shat_piece<D, kT, true>(p, shat, shat_carry, sbar, 0, 0, s_hi, s_lo, tid, part);
   if constexpr (kLo16) {
     stage_token_tile<C, D, kT, true>(p.v, b, t0, hk, len, nullptr, v_hi, v_hi + Smem::kTileKD, tid);
     stage_token_tile<C, D, kT, true>(p.d_o, b, t0, h, len, nullptr, o_hi, o_hi + Smem::kTileKD, tid);
@@ -279,7 +286,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
       __syncthreads();
       const int q = rh * NP + ch + 1;
       if (q < NP * NP) {
-        stage_shat_piece<D, kT, true>(shat, sbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, part);
+        stage_shat_piece<D, kT, true>(p, shat, shat_carry, sbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, part);
         __syncthreads();
       }
     }
@@ -287,7 +294,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
   if (lane == 0) red[warp] = part;
   // S^'s first piece again (for dv; the slot is free; with one piece it is still there)
-  if constexpr (NP > 1) stage_shat_piece<D, kT, false>(shat, sbar, 0, 0, s_hi, s_lo, tid, part);
+  if constexpr (NP > 1) stage_shat_piece<D, kT, false>(p, shat, shat_carry, sbar, 0, 0, s_hi, s_lo, tid, part);
   row_scale(acc);
   {
     float ea, eb;  // the end term's per-token parts
@@ -329,7 +336,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
       __syncthreads();
       const int q = rh * NP + ch + 1;
       if (q < NP * NP) {
-        stage_shat_piece<D, kT, false>(shat, sbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, part);
+        stage_shat_piece<D, kT, false>(p, shat, shat_carry, sbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, part);
         __syncthreads();
       }
     }

@@ -15,7 +15,12 @@
 // and as the raw bf16 rows otherwise (lo = 0: the hi*lo product is skipped, which changes nothing);
 // the state stays fp32 in accumulators: the scans are accurate to ~1e-5 relative. Deterministic.
 //
-// Grid: (num_seqs * H_q, 3 roles, D / 64 row tiles). Block: 256 threads; warp w owns state rows
+// Segmented (p.seg.count > 1, kernels/backward_params.cuh: ScanSegments): a CTA scans one run of its
+// sequence's chunks from zero (the last run from -dH_T / dS_T), writes the per-chunk decay from the
+// run's end (roles 0, 1) and ends with the run's total instead of the per-sequence state;
+// bwd_scan_carry_kernel below then forms the carries and the per-sequence states.
+//
+// Grid: (num_seqs * segments * H_q, 3 roles, D / 64 row tiles). Block: 256 threads; warp w owns state rows
 // 16 (w % 4).. of the 64-row tile and columns (w / 4) * D/2 ...
 //
 // Organisation (why; measured on H200, see tests/gpu/test_bwd_perf_rscan.cu). The previous version
@@ -78,8 +83,8 @@ struct RscanSmem {
   static constexpr int kValTile = kRscanChunk * kValPitch;
   static constexpr int kStage = kKeyTile + kValTile;  // [keys, values]
   static constexpr int kScalars = 2 * kStage;
-  // gates / cumsum, w, weights [2 stages], misc [2 stages][decay, c_n]
-  static constexpr int kBytes = kScalars + (4 * kRscanChunk + 4) * 4;
+  // gates / cumsum, w, weights [2 stages], misc [2 stages][decay, c_n], the run's decay so far
+  static constexpr int kBytes = kScalars + (4 * kRscanChunk + 5) * 4;
   static constexpr int kMinBlocks = 2;
 };
 
@@ -236,12 +241,19 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   float* wv = gates + C;                                             // warp 0, role 2: w of the chunk
   float* wts = wv + C;                                               // [2][C] per-token key weights
   float* misc = wts + 2 * C;                                         // [2][decay, c_n]
+  float* run_decay = misc + 4;  // warp 0 lane 0: the decay from the run's end to the chunk being weighted
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
   const int64_t hg = p.heads_grid > 0 ? p.heads_grid : p.heads_q;  // heads in this launch
-  const int64_t seq = blockIdx.x / hg, h = p.head0 + blockIdx.x % hg, hk = h / p.group;
+  const int64_t run = blockIdx.x / hg % p.seg.count, seq = blockIdx.x / hg / p.seg.count;
+  const int64_t h = p.head0 + blockIdx.x % hg, hk = h / p.group;
   const tiling::SeqEntry se = p.geo.sequence(seq);
   const int64_t nchunks = (se.len + C - 1) / C;
+  const bool segmented = p.seg.count > 1;
+  // this CTA's chunks: [c_begin, c_end), the whole sequence unless segmented
+  const int c_begin = static_cast<int>(run * p.seg.length(nchunks));
+  const int c_end = static_cast<int>(c_begin + p.seg.length(nchunks) < nchunks ? c_begin + p.seg.length(nchunks) : nchunks);
+  if (segmented && c_begin >= c_end) return;  // a run past a short sequence's end
   const int tile_row0 = blockIdx.z * 64;
   const int m0 = 16 * (warp & 3);  // first row of this warp inside the tile
   const int row0 = tile_row0 + m0;
@@ -262,10 +274,10 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   const float* wdata = static_cast<const float*>(p.ws.w.data);
   auto chunk_valid = [&](int64_t n) { return static_cast<int>(se.len - n * C < C ? se.len - n * C : C); };
 
-  // initial state: -dH_T (R-bar is pre-negated), dS_T, or 0
+  // initial state: -dH_T (R-bar is pre-negated), dS_T, or 0 (and 0 for every run but the last)
   float acc[NT][4];
   {
-    const StateTensor init = role == 0 ? p.d_ht : role == 1 ? p.d_st : StateTensor{};
+    const StateTensor init = c_end < nchunks ? StateTensor{} : role == 0 ? p.d_ht : role == 1 ? p.d_st : StateTensor{};
     const float sign = role == 0 ? -1.f : 1.f;
     const float* src = init.data != nullptr ? static_cast<const float*>(init.data) + init.offset(seq, h) : nullptr;
 #pragma unroll
@@ -334,26 +346,35 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
       wt[2 * lane] = v0 ? (role == 1 ? s * expf(F0) : expf(F0)) : 0.f;
       wt[2 * lane + 1] = v1 ? (role == 1 ? s * expf(F1) : expf(F1)) : 0.f;
     }
-    if (lane == 0) mi[0] = expf(gates[valid - 1]);
+    if (lane == 0) {
+      mi[0] = expf(gates[valid - 1]);
+      // segmented: the decay from the run's end to the state after chunk n, for the GLA / cov
+      // kernels (roles 0 and 1; role 2 has role 0's f); then chunk n's own decay joins it
+      if (segmented && role < 2 && blockIdx.z == 0)
+        p.seg.chunk_decay[((se.chunk0 + n) * p.heads_q + h) * 2 + role] = *run_decay;
+      *run_decay *= mi[0];
+    }
   };
 
-  if (nchunks > 0) {
-    issue(nchunks - 1);
+  if (c_end > c_begin) {
+    issue(c_end - 1);
     if (warp == 0) {
-      prefetch(nchunks - 1);
-      weights(nchunks - 1);
-      if (nchunks > 1) prefetch(nchunks - 2);
+      if (lane == 0) *run_decay = 1.f;
+      __syncwarp();
+      prefetch(c_end - 1);
+      weights(c_end - 1);
+      if (c_end - 1 > c_begin) prefetch(c_end - 2);
     }
   }
 
-  for (int64_t n = nchunks - 1; n >= 0; --n) {
+  for (int n = c_end - 1; n >= c_begin; --n) {
     const int64_t cidx = se.chunk0 + n;
     tiling::cp_async_wait<0>();
     // (A) raw rows of chunk n and its weights visible; every warp is done with chunk n+1's stage
     __syncthreads();
-    if (n > 0) issue(n - 1);  // overlaps everything below
+    if (n > c_begin) issue(n - 1);  // overlaps everything below
     const TState* hb = static_cast<const TState*>(p.states_h) + (cidx * p.heads_q + h) * D * D;
-    if (role == 2 && n > 0)  // H-bar_{n-1} into L2 for the next chunk's dense add
+    if (role == 2 && n > c_begin)  // H-bar_{n-1} into L2 for the next chunk's dense add
       tiling::prefetch_l2_range(hb - p.heads_q * D * D + tile_row0 * D, 64 * D * static_cast<int>(sizeof(TState)), tid,
                                 kRscanThreads);
     // the state after chunk n
@@ -376,9 +397,9 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
       rscan::split_in_place<64>(kt_tile, KP, keys_t.dtype, wt, tid);
     }
     if (!vals_raw) rscan::split_in_place<D>(vt_tile, VP, vals_t.dtype, nullptr, tid);
-    if (warp == 0 && n > 0) {  // the next chunk's weights (other buffer), gates two chunks ahead
+    if (warp == 0 && n > c_begin) {  // the next chunk's weights (other buffer), gates two chunks ahead
       weights(n - 1);
-      if (n > 1) prefetch(n - 2);
+      if (n - 1 > c_begin) prefetch(n - 2);
     }
     __syncthreads();  // (B) operands ready
     // H-bar_n (this thread's fragment) for role 2, L2 hits (prefetched a chunk earlier)
@@ -416,7 +437,83 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
     if (vals_raw) rscan::chunk_products<NT, KP, VP, true>(acc, k_base, v_base, m0, col0, lane);
     else rscan::chunk_products<NT, KP, VP, false>(acc, k_base, v_base, m0, col0, lane);
   }
-  rscan::store_state<D, NT>(per_seq + (seq * p.heads_q + h) * D * D, acc, row0, col0, lane);
+  if (!segmented) {
+    rscan::store_state<D, NT>(per_seq + (seq * p.heads_q + h) * D * D, acc, row0, col0, lane);
+  } else {
+    rscan::store_state<D, NT>(p.seg.totals + p.seg.total_index(seq, run, h, p.heads_q, role) * D * D, acc, row0,
+                              col0, lane);
+    // the run's total decay: every chunk's weights were formed by warp 0 lane 0, this thread
+    if (role < 2 && blockIdx.z == 0 && tid == 0)
+      p.seg.seg_decay[((seq * p.seg.count + run) * p.heads_q + h) * 2 + role] = *run_decay;
+  }
+}
+
+// Segmented scans only: forms the carries from the run totals, walking the runs from the last to
+// the first: the carry into run i is the state after run i + 1, carry_i = total_{i+1} + decay_{i+1}
+// carry_{i+1} (the last run's carry is 0), and the state after the first run is the sequence's
+// final state (r_first / s_first / b_total; the scan's initial state for an empty sequence).
+//  part 1 (S^): the carry replaces the run's S^ total in place (slot 1), for the GLA kernel.
+//  part 0 (R-bar, B~): the cov kernel needs only G = R + R^T (+ B) and <Hbar, R + B/2> =
+//    <Hbar, G> / 2 (Hbar and B~ are symmetric), so slot 2 of each run receives the carry of G,
+//    one D x D read per staged element there instead of three. The thread of element (r, c) also
+//    walks R's (c, r) chain and writes only (r, c) of slot 2: no slot it reads is written.
+// Grid: (num_seqs * heads in this launch, 2 parts, D * D / (4 * kCarryThreads)); 4 consecutive
+// elements of a row per thread.
+constexpr int kCarryThreads = 256;
+template <int D>
+__global__ void __launch_bounds__(kCarryThreads) bwd_scan_carry_kernel(BackwardParams p) {
+  static_assert(D * D % (4 * kCarryThreads) == 0, "whole blocks of float4");
+  const bool sym = blockIdx.y == 0, lam = p.bp_lambda;
+  const int64_t hg = p.heads_grid > 0 ? p.heads_grid : p.heads_q;
+  const int64_t seq = blockIdx.x / hg, h = p.head0 + blockIdx.x % hg;
+  const tiling::SeqEntry se = p.geo.sequence(seq);
+  const int64_t nchunks = (se.len + p.geo.chunk - 1) / p.geo.chunk;
+  const int e = (blockIdx.z * kCarryThreads + threadIdx.x) * 4, row = e / D, col = e % D;
+  auto slot = [&](int64_t run, int role) { return p.seg.totals + p.seg.total_index(seq, run, h, p.heads_q, role) * D * D; };
+  auto decay = [&](int64_t run, int role) { return p.seg.seg_decay[((seq * p.seg.count + run) * p.heads_q + h) * 2 + role]; };
+  auto axpy = [](float4& c, float d, const float4& t) {  // c <- t + d c
+    c = make_float4(t.x + d * c.x, t.y + d * c.y, t.z + d * c.z, t.w + d * c.w);
+  };
+  // the scan's initial state, for a sequence without chunks
+  auto init = [&](const StateTensor& st, float sign, bool transposed) {
+    if (st.data == nullptr) return make_float4(0.f, 0.f, 0.f, 0.f);
+    const float* src = static_cast<const float*>(st.data) + st.offset(seq, h);
+    float v[4];
+    for (int q = 0; q < 4; ++q)
+      v[q] = sign * (transposed ? src[(col + q) * st.stride_row + row] : src[row * st.stride_row + col + q]);
+    return make_float4(v[0], v[1], v[2], v[3]);
+  };
+  const int64_t runs = p.seg.used(nchunks);
+  if (!sym) {
+    float4 c = runs == 0 ? init(p.d_st, 1.f, false) : make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int64_t i = runs - 1; i >= 0; --i) {
+      float4* at = reinterpret_cast<float4*>(slot(i, 1) + e);
+      const float4 t = *at;
+      if (i + 1 < runs) *at = c;
+      axpy(c, decay(i, 1), t);
+    }
+    *reinterpret_cast<float4*>(p.ws.s_first + (seq * p.heads_q + h) * D * D + e) = c;
+    return;
+  }
+  float4 r = runs == 0 ? init(p.d_ht, -1.f, false) : make_float4(0.f, 0.f, 0.f, 0.f);  // R (row, col..)
+  float4 rt = runs == 0 ? init(p.d_ht, -1.f, true) : make_float4(0.f, 0.f, 0.f, 0.f);  // R (col.., row)
+  float4 b = make_float4(0.f, 0.f, 0.f, 0.f);                                           // B~ (row, col..)
+  for (int64_t i = runs - 1; i >= 0; --i) {
+    const float* r_tot = slot(i, 0);
+    float4* g_at = reinterpret_cast<float4*>(slot(i, 2) + e);
+    const float4 t = *reinterpret_cast<const float4*>(r_tot + e);
+    const float4 tt = make_float4(r_tot[col * D + row], r_tot[(col + 1) * D + row], r_tot[(col + 2) * D + row],
+                                  r_tot[(col + 3) * D + row]);
+    const float4 tb = lam ? *g_at : make_float4(0.f, 0.f, 0.f, 0.f);
+    if (i + 1 < runs)
+      *g_at = make_float4(r.x + rt.x + b.x, r.y + rt.y + b.y, r.z + rt.z + b.z, r.w + rt.w + b.w);
+    const float d = decay(i, 0);
+    axpy(r, d, t);
+    axpy(rt, d, tt);
+    axpy(b, d, tb);
+  }
+  *reinterpret_cast<float4*>(p.ws.r_first + (seq * p.heads_q + h) * D * D + e) = r;
+  if (lam) *reinterpret_cast<float4*>(p.ws.b_total + (seq * p.heads_q + h) * D * D + e) = b;
 }
 
 }  // namespace kernels
