@@ -124,21 +124,25 @@ GKA_DEVICE inline void stage_state_piece(const TState* __restrict__ src, int r0,
 // The piece (r0.., c0..) of G = R + R^T (+ B) -> bf16 hi + lo piece tiles, summed in fp32 before
 // the split. One 4 x 4 block per step: R's block (a, b) and the transposed block (b, a) as float4
 // rows. Also adds this thread's parts of <R, Hbar> (rh) and <B, Hbar> (bh) from the same loads.
-template <int D, int kThreads, class TState, class TWs>
-GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __restrict__ B,
-                                       const BackwardParams& p, const ChunkCarry& cc, const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo, int tid,
-                                       float& rh, float& bh) {
+// kCarry: plus a segmented scan's carry of G (kernels/backward_params.cuh); <Hbar, R + B/2> then
+// gains <Hbar, G carry> / 2 (Hbar and B are symmetric), added to rh.
+template <int D, int kThreads, bool kCarry, class TState, class TWs>
+GKA_DEVICE inline void stage_sym_piece_impl(const TWs* __restrict__ R, const TWs* __restrict__ B,
+                                            const BackwardParams& p, const ChunkCarry& cc,
+                                            const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo,
+                                            int tid, float& rh, float& bh) {
   constexpr int kBlk = kP / 4;
 #pragma unroll 1
   for (int q = tid; q < kBlk * kBlk; q += kThreads) {
     const int pa = 4 * (q / kBlk), pb = 4 * (q % kBlk), a = r0 + pa, bc = c0 + pb;
-    float4 rr[4], rt[4], bb[4], hh[4];
+    float4 rr[4], rt[4], bb[4], hh[4], gc[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       rr[i] = load4(R + (a + i) * D + bc, 0);
       rt[i] = load4(R + (bc + i) * D + a, 0);
       bb[i] = B != nullptr ? load4(B + (a + i) * D + bc, 0) : make_float4(0.f, 0.f, 0.f, 0.f);
       hh[i] = load4(H + (a + i) * D + bc, 0);
+      if (kCarry) gc[i] = carry4<D>(p, cc, 2, (a + i) * D + bc);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -147,13 +151,10 @@ GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __r
       float v[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) v[j] = comp(rr[i], j) + comp(rt[j], i) + comp(bb[i], j);
-      if (cc.index >= 0) {  // a segmented scan's carry of G; <Hbar, R + B/2> gains <Hbar, G carry> / 2
-        const float4 gc = carry4<D>(p, cc, 2, (a + i) * D + bc);
-        rh += 0.5f * (hh[i].x * gc.x + hh[i].y * gc.y + hh[i].z * gc.z + hh[i].w * gc.w);
-        v[0] += gc.x;
-        v[1] += gc.y;
-        v[2] += gc.z;
-        v[3] += gc.w;
+      if (kCarry) {
+        rh += 0.5f * (hh[i].x * gc[i].x + hh[i].y * gc[i].y + hh[i].z * gc[i].z + hh[i].w * gc[i].w);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) v[j] += comp(gc[i], j);
       }
       uint32_t h0, l0, h1, l1;
       tiling::split_bf16(v[0], v[1], h0, l0);
@@ -163,6 +164,14 @@ GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __r
       *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
     }
   }
+}
+// One copy of the loop per case (a uniform branch), so that the loads of a step issue together.
+template <int D, int kThreads, class TState, class TWs>
+GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __restrict__ B, const BackwardParams& p,
+                                       const ChunkCarry& cc, const TState* __restrict__ H, int r0, int c0,
+                                       uint8_t* hi, uint8_t* lo, int tid, float& rh, float& bh) {
+  if (cc.index >= 0) stage_sym_piece_impl<D, kThreads, true>(R, B, p, cc, H, r0, c0, hi, lo, tid, rh, bh);
+  else stage_sym_piece_impl<D, kThreads, false>(R, B, p, cc, H, r0, c0, hi, lo, tid, rh, bh);
 }
 
 // Per-row dots of a 16 x 8NT accumulator slice (rows m0 + r, m0 + r + 8; columns n0..) with the same

@@ -184,7 +184,7 @@ GKA_DEVICE inline void store_state(TOut* out, const float (&acc)[NT][4], int row
 // [token][row] hi|lo tile at k_base (pitch KP), B[k][n] = values (columns col0..) from the tile at
 // v_base (pitch VP): raw bf16 rows (kRaw) or hi|lo per 8 columns. Products in state_chunk_update's
 // order: hi*hi, lo*hi [, hi*lo].
-template <int NT, int KP, int VP, bool kRaw>
+template <int NT, int KP, int VP, bool kRaw, bool kLo = true>
 GKA_DEVICE inline void chunk_products(float (&acc)[NT][4], uint32_t k_base, uint32_t v_base, int m0, int col0,
                                       int lane) {
   const int li = lane >> 3, lr = lane & 7;
@@ -194,7 +194,7 @@ GKA_DEVICE inline void chunk_products(float (&acc)[NT][4], uint32_t k_base, uint
     const uint32_t a_off = (16 * kt + lr + (li >> 1) * 8) * KP + (m0 / 8 + (li & 1)) * 32;
     uint32_t ahi[4], alo[4];
     tiling::ldmatrix_x4_trans(k_base + a_off, ahi[0], ahi[1], ahi[2], ahi[3]);
-    tiling::ldmatrix_x4_trans(k_base + a_off + 16, alo[0], alo[1], alo[2], alo[3]);
+    if (kLo) tiling::ldmatrix_x4_trans(k_base + a_off + 16, alo[0], alo[1], alo[2], alo[3]);
     const int bt = 16 * kt + lr + (li & 1) * 8;
 #pragma unroll
     for (int jj = 0; jj < NT / 2; ++jj) {
@@ -204,20 +204,20 @@ GKA_DEVICE inline void chunk_products(float (&acc)[NT][4], uint32_t k_base, uint
       if constexpr (kRaw) {
         tiling::ldmatrix_x4_trans(v_base + bt * VP + 2 * n8, b[0], b[1], b[2], b[3]);
         tiling::mma_bf16(acc[2 * jj], ahi, b[0], b[1]);
-        tiling::mma_bf16(acc[2 * jj], alo, b[0], b[1]);
+        if (kLo) tiling::mma_bf16(acc[2 * jj], alo, b[0], b[1]);
         tiling::mma_bf16(acc[2 * jj + 1], ahi, b[2], b[3]);
-        tiling::mma_bf16(acc[2 * jj + 1], alo, b[2], b[3]);
+        if (kLo) tiling::mma_bf16(acc[2 * jj + 1], alo, b[2], b[3]);
       } else {
         uint32_t bl[4];
         const uint32_t b_off = bt * VP + (n8 / 8) * 32;
         tiling::ldmatrix_x4_trans(v_base + b_off, b[0], b[1], b[2], b[3]);
-        tiling::ldmatrix_x4_trans(v_base + b_off + 16, bl[0], bl[1], bl[2], bl[3]);
+        if (kLo) tiling::ldmatrix_x4_trans(v_base + b_off + 16, bl[0], bl[1], bl[2], bl[3]);
         tiling::mma_bf16(acc[2 * jj], ahi, b[0], b[1]);
-        tiling::mma_bf16(acc[2 * jj], alo, b[0], b[1]);
-        tiling::mma_bf16(acc[2 * jj], ahi, bl[0], bl[1]);
+        if (kLo) tiling::mma_bf16(acc[2 * jj], alo, b[0], b[1]);
+        if (kLo) tiling::mma_bf16(acc[2 * jj], ahi, bl[0], bl[1]);
         tiling::mma_bf16(acc[2 * jj + 1], ahi, b[2], b[3]);
-        tiling::mma_bf16(acc[2 * jj + 1], alo, b[2], b[3]);
-        tiling::mma_bf16(acc[2 * jj + 1], ahi, bl[2], bl[3]);
+        if (kLo) tiling::mma_bf16(acc[2 * jj + 1], alo, b[2], b[3]);
+        if (kLo) tiling::mma_bf16(acc[2 * jj + 1], ahi, bl[2], bl[3]);
       }
     }
   }
@@ -434,8 +434,13 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
         for (int e = 0; e < 4; ++e) acc[j][e] += cn * hbv[j][e];
     }
     const uint32_t k_base = tiling::smem_addr(kt_tile), v_base = tiling::smem_addr(vt_tile);
-    if (vals_raw) rscan::chunk_products<NT, KP, VP, true>(acc, k_base, v_base, m0, col0, lane);
-    else rscan::chunk_products<NT, KP, VP, false>(acc, k_base, v_base, m0, col0, lane);
+#ifndef GKA_EXPERIMENT_RSCAN_HI_ONLY
+    constexpr bool kLo = true;
+#else
+    constexpr bool kLo = sizeof(TWs) == 4;
+#endif
+    if (vals_raw) rscan::chunk_products<NT, KP, VP, true, kLo>(acc, k_base, v_base, m0, col0, lane);
+    else rscan::chunk_products<NT, KP, VP, false, kLo>(acc, k_base, v_base, m0, col0, lane);
   }
   if (!segmented) {
     rscan::store_state<D, NT>(per_seq + (seq * p.heads_q + h) * D * D, acc, row0, col0, lane);
