@@ -130,12 +130,10 @@ GKA_DEVICE inline ChunkCarry chunk_carry(const BackwardParams& p, int64_t cidx, 
   cc.factor = p.seg.chunk_decay[(cidx * p.heads_q + h) * 2 + (g_decay ? 1 : 0)];
   return cc;
 }
-// factor * the carry's elements i .. i + 3 (slot s), or zeros.
+// The carry's D x D floats in slot s (1: S^, 2: G; cc.index >= 0).
 template <int D>
-GKA_DEVICE inline float4 carry4(const BackwardParams& p, const ChunkCarry& cc, int s, int64_t i) {
-  if (cc.index < 0) return make_float4(0.f, 0.f, 0.f, 0.f);
-  const float4 c = __ldg(reinterpret_cast<const float4*>(p.seg.totals + (static_cast<int64_t>(cc.index) + s) * D * D + i));
-  return make_float4(cc.factor * c.x, cc.factor * c.y, cc.factor * c.z, cc.factor * c.w);
+GKA_DEVICE inline const float* carry_ptr(const BackwardParams& p, const ChunkCarry& cc, int s) {
+  return p.seg.totals + (static_cast<int64_t>(cc.index) + s) * D * D;
 }
 
 }  // namespace kernels

@@ -124,25 +124,21 @@ GKA_DEVICE inline void stage_state_piece(const TState* __restrict__ src, int r0,
 // The piece (r0.., c0..) of G = R + R^T (+ B) -> bf16 hi + lo piece tiles, summed in fp32 before
 // the split. One 4 x 4 block per step: R's block (a, b) and the transposed block (b, a) as float4
 // rows. Also adds this thread's parts of <R, Hbar> (rh) and <B, Hbar> (bh) from the same loads.
-// kCarry: plus a segmented scan's carry of G (kernels/backward_params.cuh); <Hbar, R + B/2> then
-// gains <Hbar, G carry> / 2 (Hbar and B are symmetric), added to rh.
-template <int D, int kThreads, bool kCarry, class TState, class TWs>
-GKA_DEVICE inline void stage_sym_piece_impl(const TWs* __restrict__ R, const TWs* __restrict__ B,
-                                            const BackwardParams& p, const ChunkCarry& cc,
-                                            const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo,
-                                            int tid, float& rh, float& bh) {
+template <int D, int kThreads, class TState, class TWs>
+GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __restrict__ B,
+                                       const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo, int tid,
+                                       float& rh, float& bh) {
   constexpr int kBlk = kP / 4;
 #pragma unroll 1
   for (int q = tid; q < kBlk * kBlk; q += kThreads) {
     const int pa = 4 * (q / kBlk), pb = 4 * (q % kBlk), a = r0 + pa, bc = c0 + pb;
-    float4 rr[4], rt[4], bb[4], hh[4], gc[4];
+    float4 rr[4], rt[4], bb[4], hh[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       rr[i] = load4(R + (a + i) * D + bc, 0);
       rt[i] = load4(R + (bc + i) * D + a, 0);
       bb[i] = B != nullptr ? load4(B + (a + i) * D + bc, 0) : make_float4(0.f, 0.f, 0.f, 0.f);
       hh[i] = load4(H + (a + i) * D + bc, 0);
-      if (kCarry) gc[i] = carry4<D>(p, cc, 2, (a + i) * D + bc);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -151,11 +147,6 @@ GKA_DEVICE inline void stage_sym_piece_impl(const TWs* __restrict__ R, const TWs
       float v[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) v[j] = comp(rr[i], j) + comp(rt[j], i) + comp(bb[i], j);
-      if (kCarry) {
-        rh += 0.5f * (hh[i].x * gc[i].x + hh[i].y * gc[i].y + hh[i].z * gc[i].z + hh[i].w * gc[i].w);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) v[j] += comp(gc[i], j);
-      }
       uint32_t h0, l0, h1, l1;
       tiling::split_bf16(v[0], v[1], h0, l0);
       tiling::split_bf16(v[2], v[3], h1, l1);
@@ -165,13 +156,29 @@ GKA_DEVICE inline void stage_sym_piece_impl(const TWs* __restrict__ R, const TWs
     }
   }
 }
-// One copy of the loop per case (a uniform branch), so that the loads of a step issue together.
-template <int D, int kThreads, class TState, class TWs>
-GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __restrict__ B, const BackwardParams& p,
-                                       const ChunkCarry& cc, const TState* __restrict__ H, int r0, int c0,
-                                       uint8_t* hi, uint8_t* lo, int tid, float& rh, float& bh) {
-  if (cc.index >= 0) stage_sym_piece_impl<D, kThreads, true>(R, B, p, cc, H, r0, c0, hi, lo, tid, rh, bh);
-  else stage_sym_piece_impl<D, kThreads, false>(R, B, p, cc, H, r0, c0, hi, lo, tid, rh, bh);
+
+// Segmented scans (kernels/backward_params.cuh: ChunkCarry): adds factor * the carry of G to the
+// elements of a staged G piece that this thread staged (stage_sym_piece's blocks), re-split;
+// returns this thread's part of <Hbar, factor * G carry> / 2, which <Hbar, R + B/2> gains (Hbar
+// and B are symmetric). Not inlined: the staging loop stays as it is, and only chunks before the end
+// of their run pay for it.
+template <int D, int kThreads, class TState>
+__device__ __noinline__ float add_carry_to_sym_piece(const float* __restrict__ carry, float factor,
+                                                     const TState* __restrict__ H, int r0, int c0, uint8_t* hi,
+                                                     uint8_t* lo, int tid) {
+  constexpr int kBlk = kP / 4;
+  float rh = 0.f;
+  for (int q = tid; q < kBlk * kBlk; q += kThreads) {
+    const int pa = 4 * (q / kBlk), pb = 4 * (q % kBlk);
+    for (int i = 0; i < 4; ++i) {
+      const int64_t at = static_cast<int64_t>(r0 + pa + i) * D + c0 + pb;
+      const float4 gc = __ldg(reinterpret_cast<const float4*>(carry + at));
+      const float4 hv = load4(H + at, 0);
+      rh += 0.5f * factor * (hv.x * gc.x + hv.y * gc.y + hv.z * gc.z + hv.w * gc.w);
+      tiling::piece_add4<kP, kP, true>(hi, lo, pa + i, pb, factor, gc);
+    }
+  }
+  return rh;
 }
 
 // Per-row dots of a 16 x 8NT accumulator slice (rows m0 + r, m0 + r + 8; columns n0..) with the same
@@ -235,7 +242,7 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   const TState* hbar = static_cast<const TState*>(p.states_h) + soff;
   const TWs* rbar = static_cast<const TWs*>(p.ws.r_end) + soff;
   const TWs* btil = lam ? static_cast<const TWs*>(p.ws.b_end) + soff : nullptr;
-  const ChunkCarry carry = chunk_carry<D>(p, cidx, ce, h, false);  // R-bar's and B~'s (both decay with f)
+  const ChunkCarry carry = chunk_carry<D>(p, cidx, ce, h, false);  // of G = R + R^T (+ B): both decay with f
 
   uint8_t* k_hi = smem + Smem::kK;
   uint8_t* k_lo = k_hi + Smem::kTileKD;
@@ -339,9 +346,16 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   const float Fend = F[len - 1];
   const float ta = ra < len ? gating::decay(Fend, F[ra]) : 0.f, tb = rb < len ? gating::decay(Fend, F[rb]) : 0.f;
   float rhs = 0.f, bhs = 0.f;
+  // G's piece (r0, c0) into the slot with its parts of <R, Hbar>, <B, Hbar>; the carry added when segmented
+  auto stage_g = [&](int r0, int c0) {
+    stage_sym_piece<D, kT>(rbar, btil, hbar, r0, c0, s_hi, s_lo, tid, rhs, bhs);
+    if (carry.index >= 0)
+      rhs += add_carry_to_sym_piece<D, kT, TState>(carry_ptr<D>(p, carry, 2), carry.factor, hbar, r0, c0, s_hi, s_lo,
+                                                   tid);
+  };
   {
     float e0 = 0.f, e1 = 0.f;
-    stage_sym_piece<D, kT>(rbar, btil, p, carry, hbar, 0, 0, s_hi, s_lo, tid, rhs, bhs);
+    stage_g(0, 0);
     __syncthreads();
 #pragma unroll  // dk's indices stay compile-time
     for (int rh = 0; rh < NP; ++rh) {
@@ -353,7 +367,7 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
         __syncthreads();  // the piece is consumed (after the last one: the late scalars take the slot)
         const int q = rh * NP + ch + 1;
         if (q < NP * NP) {
-          stage_sym_piece<D, kT>(rbar, btil, p, carry, hbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, rhs, bhs);
+          stage_g(kP * (q / NP), kP * (q % NP));
           __syncthreads();
         }
       }

@@ -37,6 +37,8 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -94,31 +96,24 @@ GKA_DEVICE inline void store_acc_rows(T* pa, T* pb, bool va, bool vb, const floa
 }
 
 // The 64 x 64 piece (rows r0.., columns c0..) of S^ (fp32 or bf16) -> bf16 hi [+ lo] piece tiles
-// (a bf16 S^ is exact: no lo; with a segment carry, kernels/backward_params.cuh, the sum is rounded
-// to bf16 once more); with kDot also adds this thread's part of <S^, S-bar> over the
+// (a bf16 S^ is exact: no lo); with kDot also adds this thread's part of <S^, S-bar> over the
 // piece, from the same batch of loads.
-template <int D, int kThreads, bool kDot, bool kCarry, class TState, class TWs>
-GKA_DEVICE inline void stage_shat_piece_impl(const BackwardParams& p, const TWs* __restrict__ shat,
-                                             const ChunkCarry& cc, const TState* __restrict__ sbar, int r0, int c0,
-                                             uint8_t* hi, uint8_t* lo, int tid, float& part) {
+template <int D, int kThreads, bool kDot, class TState, class TWs>
+GKA_DEVICE inline void stage_shat_piece(const TWs* __restrict__ shat, const TState* __restrict__ sbar, int r0,
+                                        int c0, uint8_t* hi, uint8_t* lo, int tid, float& part) {
   constexpr int kAll = kP * kP / 4 / kThreads;
   // runs while a D-wide accumulator is live: at most 8 float4 in flight per thread
-  constexpr int kPer0 = kDot ? (kAll < 4 ? kAll : 4) : (kAll < 8 ? kAll : 8);
-  constexpr int kPer = kCarry && kPer0 > 1 ? kPer0 / 2 : kPer0;  // the carry's loads join them
+  constexpr int kPer = kDot ? (kAll < 4 ? kAll : 4) : (kAll < 8 ? kAll : 8);
   static_assert(kAll % kPer == 0, "batches");
 #pragma unroll 1
   for (int u0 = 0; u0 < kAll; u0 += kPer) {
-  float4 sv[kPer], bv[kPer], cv[kPer];
+  float4 sv[kPer], bv[kPer];
 #pragma unroll
   for (int u = 0; u < kPer; ++u) {
     const int q = tid + (u0 + u) * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
     sv[u] = load4(shat + (r0 + row) * D + c0 + col, 0);
-    if (kCarry) cv[u] = carry4<D>(p, cc, 1, (r0 + row) * D + c0 + col);
     if (kDot) bv[u] = load4(sbar + (r0 + row) * D + c0 + col, 0);
   }
-  if (kCarry)
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) sv[u] = make_float4(sv[u].x + cv[u].x, sv[u].y + cv[u].y, sv[u].z + cv[u].z, sv[u].w + cv[u].w);
 #pragma unroll
   for (int u = 0; u < kPer; ++u) {
     const int q = tid + (u0 + u) * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
@@ -132,14 +127,29 @@ GKA_DEVICE inline void stage_shat_piece_impl(const BackwardParams& p, const TWs*
   }
   }
 }
-// One copy of the loop per case (a uniform branch): inside the batch, a branch per load would keep
-// the loads from issuing together (measured: GLA 2.08 -> 2.37 ms, bf16 states, T = 2048).
-template <int D, int kThreads, bool kDot, class TState, class TWs>
-GKA_DEVICE inline void stage_shat_piece(const BackwardParams& p, const TWs* __restrict__ shat, const ChunkCarry& cc,
-                                        const TState* __restrict__ sbar, int r0, int c0, uint8_t* hi, uint8_t* lo,
-                                        int tid, float& part) {
-  if (cc.index >= 0) stage_shat_piece_impl<D, kThreads, kDot, true>(p, shat, cc, sbar, r0, c0, hi, lo, tid, part);
-  else stage_shat_piece_impl<D, kThreads, kDot, false>(p, shat, cc, sbar, r0, c0, hi, lo, tid, part);
+
+// Segmented scans (kernels/backward_params.cuh: ChunkCarry): adds factor * carry to the elements of
+// a staged S^ piece that this thread staged (stage_shat_piece's items), re-split (a bf16 S^ piece,
+// hi only, is rounded to bf16 once more); returns this thread's part of <factor * carry, S-bar> over
+// them (kDot). Not inlined: the staging loops stay as they are, and only chunks before the end of
+// their run pay for it.
+template <int D, int kThreads, bool kDot, class TState, bool kLoTile>
+__device__ __noinline__ float add_carry_to_piece(const float* __restrict__ carry, float factor,
+                                                 const TState* __restrict__ sbar, int r0, int c0, uint8_t* hi,
+                                                 uint8_t* lo, int tid) {
+  constexpr int kAll = kP * kP / 4 / kThreads;
+  float part = 0.f;
+  for (int u = 0; u < kAll; ++u) {
+    const int q = tid + u * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
+    const int64_t at = static_cast<int64_t>(r0 + row) * D + c0 + col;
+    const float4 cv = __ldg(reinterpret_cast<const float4*>(carry + at));
+    if (kDot) {
+      const float4 bv = load4(sbar + at, 0);
+      part += factor * (cv.x * bv.x + cv.y * bv.y + cv.z * bv.z + cv.w * bv.w);
+    }
+    tiling::piece_add4<kP, kP, kLoTile>(hi, lo, row, col, factor, cv);
+  }
+  return part;
 }
 
 // Two consecutive elements (col, col + 1) of a token vector as floats (any input dtype).
@@ -188,6 +198,15 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
 
   uint8_t* s_hi = smem + Smem::kS;
   uint8_t* s_lo = s_hi + Smem::kTileP;
+  float part = 0.f;  // <S^, S-bar_n>: fixed-order partial sums (deterministic)
+  // S^'s piece (r0, c0) into the slot [with its part of <S^, S-bar_n>], the carry added when segmented
+  auto stage_shat = [&](auto dot, int r0, int c0) {
+    constexpr bool kDot = decltype(dot)::value;
+    stage_shat_piece<D, kT, kDot>(shat, sbar, r0, c0, s_hi, s_lo, tid, part);
+    if (shat_carry.index >= 0)
+      part += add_carry_to_piece<D, kT, kDot, TState, kShatLo>(carry_ptr<D>(p, shat_carry, 1), shat_carry.factor,
+                                                                sbar, r0, c0, s_hi, s_lo, tid);
+  };
   uint8_t* q_hi = smem + Smem::kQ;
   uint8_t* o_hi = smem + Smem::kO;
   uint8_t* v_hi = smem + Smem::kA;  // V hi, then (kLo16) V lo; K after V (kLo16) or beside it
@@ -203,8 +222,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
     gating::warp_cumsum64(G, len, lane);
   }
   // S^'s first piece (and its part of <S^, S-bar_n>), the token tiles
-  float part = 0.f;  // <S^, S-bar_n>: fixed-order partial sums (deterministic)
-  stage_shat_piece<D, kT, true>(p, shat, shat_carry, sbar, 0, 0, s_hi, s_lo, tid, part);
+  stage_shat(std::true_type{}, 0, 0);
   if constexpr (kLo16) {
     stage_token_tile<C, D, kT, true>(p.v, b, t0, hk, len, nullptr, v_hi, v_hi + Smem::kTileKD, tid);
     stage_token_tile<C, D, kT, true>(p.d_o, b, t0, h, len, nullptr, o_hi, o_hi + Smem::kTileKD, tid);
@@ -296,7 +314,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
       __syncthreads();
       const int q = rh * NP + ch + 1;
       if (q < NP * NP) {
-        stage_shat_piece<D, kT, true>(p, shat, shat_carry, sbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, part);
+        stage_shat(std::true_type{}, kP * (q / NP), kP * (q % NP));
         __syncthreads();
       }
     }
@@ -304,7 +322,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
   if (lane == 0) red[warp] = part;
   // S^'s first piece again (for dv; the slot is free; with one piece it is still there)
-  if constexpr (NP > 1) stage_shat_piece<D, kT, false>(p, shat, shat_carry, sbar, 0, 0, s_hi, s_lo, tid, part);
+  if constexpr (NP > 1) stage_shat(std::false_type{}, 0, 0);
   row_scale(acc);
   {
     float ea, eb;  // the end term's per-token parts
@@ -346,7 +364,7 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
       __syncthreads();
       const int q = rh * NP + ch + 1;
       if (q < NP * NP) {
-        stage_shat_piece<D, kT, false>(p, shat, shat_carry, sbar, kP * (q / NP), kP * (q % NP), s_hi, s_lo, tid, part);
+        stage_shat(std::false_type{}, kP * (q / NP), kP * (q % NP));
         __syncthreads();
       }
     }

@@ -14,6 +14,10 @@
 // MMA as bf16 hi + lo, the values as bf16 hi + lo when they are not bf16 (fp32 z / x / q~, fp16)
 // and as the raw bf16 rows otherwise (lo = 0: the hi*lo product is skipped, which changes nothing);
 // the state stays fp32 in accumulators: the scans are accurate to ~1e-5 relative. Deterministic.
+// The bf16 plan (TWs = bf16: the per-chunk states are stored in bf16, 2^-9) multiplies the hi parts
+// only: the operands' rounding (2^-9 each) is then of the size of the states' own, and the scan
+// takes 2 / 3 (role 0) or 1 / 2 (roles 1, 2) of the products. H200, tests/gpu/test_backward.cu: the
+// gradients' errors move by <= 15 % (docs/gpu-backward.md); rscan 2.03 -> 1.84 ms at T = 2048.
 //
 // Segmented (p.seg.count > 1, kernels/backward_params.cuh: ScanSegments): a CTA scans one run of its
 // sequence's chunks from zero (the last run from -dH_T / dS_T), writes the per-chunk decay from the
@@ -114,20 +118,21 @@ GKA_DEVICE inline void load8(const uint8_t* p, DType t, float (&x)[8]) {
 GKA_DEVICE inline void raw8_to_float(const uint4& w, DType t, float (&x)[8]) {
   load8(reinterpret_cast<const uint8_t*>(&w), t, x);
 }
-// s * x[0..8) split into bf16 hi (dst) and lo (dst + 16).
+// s * x[0..8) split into bf16 hi (dst) and lo (dst + 16; not stored without kLo).
+template <bool kLo = true>
 GKA_DEVICE inline void store_split8(uint8_t* dst, const float (&x)[8], float s) {
   uint32_t hi[4], lo[4];
 #pragma unroll
   for (int q = 0; q < 4; ++q) tiling::split_bf16(s * x[2 * q], s * x[2 * q + 1], hi[q], lo[q]);
   *reinterpret_cast<uint4*>(dst) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-  *reinterpret_cast<uint4*>(dst + 16) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+  if (kLo) *reinterpret_cast<uint4*>(dst + 16) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
 }
 
 // A 64-token tile of `cols` columns loaded at the start of `pitch`-byte rows (dtype t) -> in place,
 // per 8 columns: bf16 hi (16 B) then lo (16 B), row t scaled by scale[t] (nullptr: 1). fp32 rows
 // are converted item by item (a thread rewrites exactly the 32 bytes it read); 16-bit rows grow, so
 // every thread reads its items first and the block synchronises before the writes (uniform branch).
-template <int kCols>
+template <int kCols, bool kLo = true>
 GKA_DEVICE inline void split_in_place(uint8_t* tile, int pitch, DType t, const float* scale, int tid) {
   constexpr int kItems = kRscanChunk * kCols / 8 / kRscanThreads;
   static_assert(kItems * kRscanThreads * 8 == kRscanChunk * kCols, "items per thread");
@@ -138,7 +143,7 @@ GKA_DEVICE inline void split_in_place(uint8_t* tile, int pitch, DType t, const f
       uint8_t* p = tile + row * pitch + g * 32;
       float x[8];
       load8(p, t, x);
-      store_split8(p, x, scale ? scale[row] : 1.f);
+      store_split8<kLo>(p, x, scale ? scale[row] : 1.f);
     }
   } else {
     uint4 raw[kItems];
@@ -153,7 +158,7 @@ GKA_DEVICE inline void split_in_place(uint8_t* tile, int pitch, DType t, const f
       const int i = tid + u * kRscanThreads, row = i / (kCols / 8), g = i % (kCols / 8);
       float x[8];
       raw8_to_float(raw[u], t, x);
-      store_split8(tile + row * pitch + g * 32, x, scale ? scale[row] : 1.f);
+      store_split8<kLo>(tile + row * pitch + g * 32, x, scale ? scale[row] : 1.f);
     }
   }
 }
@@ -231,6 +236,8 @@ template <int D, class TState, class TWs = float>
 __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_reverse_scan_kernel(BackwardParams p) {
   using Smem = RscanSmem<D>;
   constexpr int NT = D / 16;  // n8 tiles per warp (D/2 columns)
+  // the bf16 plan (bf16 per-chunk states): operands as bf16 hi only, no lo products (see the header)
+  constexpr bool kLo = sizeof(TWs) == 4;
   constexpr int C = kRscanChunk;
   constexpr int KP = Smem::kKeyPitch, VP = Smem::kValPitch;
   static_assert(NT % 2 == 0, "B fragments are loaded two n8 tiles at a time");
@@ -390,13 +397,13 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
         const int t = i / 8, g = i % 8;
         float x[8];
         rscan::load8(vt_tile + t * VP + (tile_row0 + 8 * g) * vbytes, vals_t.dtype, x);
-        rscan::store_split8(kt_tile + t * KP + g * 32, x, wt[t]);
+        rscan::store_split8<kLo>(kt_tile + t * KP + g * 32, x, wt[t]);
       }
       if (!vals_raw) __syncthreads();
     } else {
-      rscan::split_in_place<64>(kt_tile, KP, keys_t.dtype, wt, tid);
+      rscan::split_in_place<64, kLo>(kt_tile, KP, keys_t.dtype, wt, tid);
     }
-    if (!vals_raw) rscan::split_in_place<D>(vt_tile, VP, vals_t.dtype, nullptr, tid);
+    if (!vals_raw) rscan::split_in_place<D, kLo>(vt_tile, VP, vals_t.dtype, nullptr, tid);
     if (warp == 0 && n > c_begin) {  // the next chunk's weights (other buffer), gates two chunks ahead
       weights(n - 1);
       if (n - 1 > c_begin) prefetch(n - 2);
@@ -434,11 +441,6 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
         for (int e = 0; e < 4; ++e) acc[j][e] += cn * hbv[j][e];
     }
     const uint32_t k_base = tiling::smem_addr(kt_tile), v_base = tiling::smem_addr(vt_tile);
-#ifndef GKA_EXPERIMENT_RSCAN_HI_ONLY
-    constexpr bool kLo = true;
-#else
-    constexpr bool kLo = sizeof(TWs) == 4;
-#endif
     if (vals_raw) rscan::chunk_products<NT, KP, VP, true, kLo>(acc, k_base, v_base, m0, col0, lane);
     else rscan::chunk_products<NT, KP, VP, false, kLo>(acc, k_base, v_base, m0, col0, lane);
   }
