@@ -168,14 +168,22 @@ __device__ __noinline__ float add_carry_to_sym_piece(const float* __restrict__ c
                                                      uint8_t* lo, int tid) {
   constexpr int kBlk = kP / 4;
   float rh = 0.f;
+  // a block's loads in flight before their first use (the fix-up sits between staging and the
+  // products); one block at a time keeps the callee's registers, which the caller saves, few
+#pragma unroll 1
   for (int q = tid; q < kBlk * kBlk; q += kThreads) {
     const int pa = 4 * (q / kBlk), pb = 4 * (q % kBlk);
+    float4 gc[4], hv[4];
+#pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int64_t at = static_cast<int64_t>(r0 + pa + i) * D + c0 + pb;
-      const float4 gc = __ldg(reinterpret_cast<const float4*>(carry + at));
-      const float4 hv = load4(H + at, 0);
-      rh += 0.5f * factor * (hv.x * gc.x + hv.y * gc.y + hv.z * gc.z + hv.w * gc.w);
-      tiling::piece_add4<kP, kP, true>(hi, lo, pa + i, pb, factor, gc);
+      gc[i] = __ldg(reinterpret_cast<const float4*>(carry + at));
+      hv[i] = load4(H + at, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      rh += 0.5f * factor * (hv[i].x * gc[i].x + hv[i].y * gc[i].y + hv[i].z * gc[i].z + hv[i].w * gc[i].w);
+      tiling::piece_add4<kP, kP, true>(hi, lo, pa + i, pb, factor, gc[i]);
     }
   }
   return rh;

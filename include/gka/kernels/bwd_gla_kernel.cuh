@@ -138,16 +138,21 @@ __device__ __noinline__ float add_carry_to_piece(const float* __restrict__ carry
                                                  const TState* __restrict__ sbar, int r0, int c0, uint8_t* hi,
                                                  uint8_t* lo, int tid) {
   constexpr int kAll = kP * kP / 4 / kThreads;
-  float part = 0.f;
+  // every load in flight before the first use: the fix-up sits between staging and the products
+  float4 cv[kAll], bv[kAll];
+#pragma unroll
   for (int u = 0; u < kAll; ++u) {
     const int q = tid + u * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
     const int64_t at = static_cast<int64_t>(r0 + row) * D + c0 + col;
-    const float4 cv = __ldg(reinterpret_cast<const float4*>(carry + at));
-    if (kDot) {
-      const float4 bv = load4(sbar + at, 0);
-      part += factor * (cv.x * bv.x + cv.y * bv.y + cv.z * bv.z + cv.w * bv.w);
-    }
-    tiling::piece_add4<kP, kP, kLoTile>(hi, lo, row, col, factor, cv);
+    cv[u] = __ldg(reinterpret_cast<const float4*>(carry + at));
+    if (kDot) bv[u] = load4(sbar + at, 0);
+  }
+  float part = 0.f;
+#pragma unroll
+  for (int u = 0; u < kAll; ++u) {
+    const int q = tid + u * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
+    if (kDot) part += factor * (cv[u].x * bv[u].x + cv[u].y * bv[u].y + cv[u].z * bv[u].z + cv[u].w * bv[u].w);
+    tiling::piece_add4<kP, kP, kLoTile>(hi, lo, row, col, factor, cv[u]);
   }
   return part;
 }
