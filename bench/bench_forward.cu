@@ -26,6 +26,7 @@
 // halves of the heads; no stage counters), fp32 or bf16 chunk states.
 // BM_forward_backward_segments: bf16 chunk states, BackwardArgs::scan_segments forced to 1 .. 16
 // runs per sequence (the reverse scans' segment parallelism), one stream or two.
+// BM_forward_backward_2heads: the same 65,536 tokens with 2 heads, segments 1 or automatic.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -190,8 +191,9 @@ void run_forward(benchmark::State& state, int64_t T, int num_iter, gka::DType st
 
 void BM_forward(benchmark::State& state) { run_forward(state, state.range(0), 30); }
 
-void run_forward_backward(benchmark::State& state, gka::DType state_dtype, bool overlap = false, int segments = 0) {
-  const int64_t tokens = 65536, T = state.range(0), B = tokens / T, H = 16, D = 128;
+void run_forward_backward(benchmark::State& state, gka::DType state_dtype, bool overlap = false, int segments = 0,
+                          int64_t H = 16) {
+  const int64_t tokens = 65536, T = state.range(0), B = tokens / T, D = 128;
   const int num_iter = 30;
   const size_t vec = static_cast<size_t>(B * T * H * D), scal = static_cast<size_t>(B * T * H);
   void *q, *k, *v, *alpha, *g, *o, *x, *nu, *d_o, *dq, *dk, *dv, *dalpha, *dg;
@@ -336,6 +338,11 @@ void BM_forward_backward_overlap(benchmark::State& state) {
 void BM_forward_backward_segments(benchmark::State& state) {
   run_forward_backward(state, gka::DType::kBF16, state.range(2) != 0, static_cast<int>(state.range(1)));
 }
+// The same with 2 heads (few scan CTAs: one sequence of 65,536 tokens gives 12), segments 1 or
+// chosen by the library (0).
+void BM_forward_backward_2heads(benchmark::State& state) {
+  run_forward_backward(state, gka::DType::kBF16, false, static_cast<int>(state.range(1)), 2);
+}
 
 BENCHMARK(BM_forward)
     ->Arg(2048)->Arg(8192)->Arg(32768)
@@ -366,6 +373,11 @@ BENCHMARK(BM_forward_backward_overlap)
 
 BENCHMARK(BM_forward_backward_segments)
     ->ArgsProduct({{8192, 32768}, {1, 2, 4, 8, 16}, {0, 1}})->ArgNames({"T", "segments", "overlap"})
+    ->UseManualTime()->Unit(benchmark::kMillisecond)
+    ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);
+
+BENCHMARK(BM_forward_backward_2heads)
+    ->ArgsProduct({{8192, 65536}, {1, 0}})->ArgNames({"T", "segments"})
     ->UseManualTime()->Unit(benchmark::kMillisecond)
     ->Iterations(5)->Repetitions(3)->ReportAggregatesOnly(true);
 

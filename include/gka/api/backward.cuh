@@ -46,10 +46,12 @@ inline ForwardArgs forward_args_of(const BackwardArgs& a) {
 }
 
 // Runs per sequence of the segmented reverse scans (kernels/backward_params.cuh: ScanSegments) for
-// BackwardArgs::scan_segments = 0: one when the scan grid already has kScanCtaTarget CTAs (T = 4096
-// at 65,536 tokens x 16 heads, where the scan runs at its full-GPU rate), otherwise enough runs to
-// reach it, none shorter than kScanMinRun chunks on average (measured: docs/gpu-backward.md).
-constexpr int64_t kScanCtaTarget = 1536, kScanMinRun = 32;
+// BackwardArgs::scan_segments = 0. A run costs the GLA / cov kernels a carry per chunk before its
+// end (~0.5 ms per carried pass over 65,536 tokens x 16 heads on an H200), so the scans are cut
+// only when their grid leaves most SMs idle: fewer than kScanFewCtas CTAs (one wave of 128) get
+// enough runs to reach kScanCtaTarget, none shorter than kScanMinRun chunks on average. At the
+// benchmark shapes (>= 192 CTAs) this is 1; measured in docs/gpu-backward.md.
+constexpr int64_t kScanFewCtas = 128, kScanCtaTarget = 256, kScanMinRun = 32;
 inline int scan_segments_for(const BackwardArgs& a) {
   if (a.scan_segments > 0) return a.scan_segments;
   const ProblemShape& s = a.shape;
@@ -57,6 +59,7 @@ inline int scan_segments_for(const BackwardArgs& a) {
   if (seqs <= 0) return 1;
   const int64_t ctas = seqs * s.heads_q * 3 * (s.head_dim / 64);
   const int64_t avg_chunks = (s.batch * s.seqlen / seqs + kForwardChunk - 1) / kForwardChunk;
+  if (ctas >= kScanFewCtas) return 1;
   const int64_t by_grid = (kScanCtaTarget + ctas - 1) / ctas, by_length = avg_chunks / kScanMinRun;
   return static_cast<int>(std::max<int64_t>(1, std::min(by_grid, by_length)));
 }
