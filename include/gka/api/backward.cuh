@@ -254,16 +254,26 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
     }
   }
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_rscan, stream));
+  // with segmented scans, the chunks that add a carry run in a second launch of each kernel
+  const bool carried = p.seg.count > 1;
   if (cb > 0) {
-    static std::atomic<uint64_t> s1{0};
+    static std::atomic<uint64_t> s1{0}, s1c{0};
     GKA_RETURN_IF_ERROR(launch_checked(s1, kernels::bwd_gla_kernel<D, TState, TState>, dim3(cb, hq), kernels::kBwdGlaThreads,
                                        kernels::BwdGlaSmem<D>::kBytes, stream, p, "bwd_gla_kernel"));
+    if (carried)
+      GKA_RETURN_IF_ERROR(launch_checked(s1c, kernels::bwd_gla_kernel<D, TState, TState, true>, dim3(cb, hq),
+                                         kernels::kBwdGlaThreads, kernels::BwdGlaSmem<D>::kBytes, stream, p,
+                                         "bwd_gla_kernel (carry)"));
   }
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_gla, stream));
   if (cb > 0) {
-    static std::atomic<uint64_t> s2{0};
+    static std::atomic<uint64_t> s2{0}, s2c{0};
     GKA_RETURN_IF_ERROR(launch_checked(s2, kernels::bwd_cov_kernel<D, TState, TState>, dim3(cb, hq), kernels::kBwdCovThreads,
                                        kernels::BwdCovSmem<D>::kBytes, stream, p, "bwd_cov_kernel"));
+    if (carried)
+      GKA_RETURN_IF_ERROR(launch_checked(s2c, kernels::bwd_cov_kernel<D, TState, TState, true>, dim3(cb, hq),
+                                         kernels::kBwdCovThreads, kernels::BwdCovSmem<D>::kBytes, stream, p,
+                                         "bwd_cov_kernel (carry)"));
   }
   return record(probe, &BackwardProbe::after_cov, stream);
 }

@@ -124,21 +124,25 @@ GKA_DEVICE inline void stage_state_piece(const TState* __restrict__ src, int r0,
 // The piece (r0.., c0..) of G = R + R^T (+ B) -> bf16 hi + lo piece tiles, summed in fp32 before
 // the split. One 4 x 4 block per step: R's block (a, b) and the transposed block (b, a) as float4
 // rows. Also adds this thread's parts of <R, Hbar> (rh) and <B, Hbar> (bh) from the same loads.
-template <int D, int kThreads, class TState, class TWs>
+// kCarry: plus factor * the segmented scans' carry of G (kernels/backward_params.cuh: ChunkCarry),
+// loaded in the same batch; <Hbar, R + B/2> then gains <Hbar, factor * G carry> / 2 (Hbar and B
+// are symmetric), added to rh.
+template <int D, int kThreads, bool kCarry, class TState, class TWs>
 GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __restrict__ B,
-                                       const TState* __restrict__ H, int r0, int c0, uint8_t* hi, uint8_t* lo, int tid,
-                                       float& rh, float& bh) {
+                                       const TState* __restrict__ H, const float* __restrict__ carry, float factor,
+                                       int r0, int c0, uint8_t* hi, uint8_t* lo, int tid, float& rh, float& bh) {
   constexpr int kBlk = kP / 4;
 #pragma unroll 1
   for (int q = tid; q < kBlk * kBlk; q += kThreads) {
     const int pa = 4 * (q / kBlk), pb = 4 * (q % kBlk), a = r0 + pa, bc = c0 + pb;
-    float4 rr[4], rt[4], bb[4], hh[4];
+    float4 rr[4], rt[4], bb[4], hh[4], gc[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       rr[i] = load4(R + (a + i) * D + bc, 0);
       rt[i] = load4(R + (bc + i) * D + a, 0);
       bb[i] = B != nullptr ? load4(B + (a + i) * D + bc, 0) : make_float4(0.f, 0.f, 0.f, 0.f);
       hh[i] = load4(H + (a + i) * D + bc, 0);
+      if (kCarry) gc[i] = load4(carry + (a + i) * D + bc, 0);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -147,6 +151,11 @@ GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __r
       float v[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) v[j] = comp(rr[i], j) + comp(rt[j], i) + comp(bb[i], j);
+      if (kCarry) {
+        rh += 0.5f * factor * (hh[i].x * gc[i].x + hh[i].y * gc[i].y + hh[i].z * gc[i].z + hh[i].w * gc[i].w);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) v[j] += factor * comp(gc[i], j);
+      }
       uint32_t h0, l0, h1, l1;
       tiling::split_bf16(v[0], v[1], h0, l0);
       tiling::split_bf16(v[2], v[3], h1, l1);
@@ -155,38 +164,6 @@ GKA_DEVICE inline void stage_sym_piece(const TWs* __restrict__ R, const TWs* __r
       *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
     }
   }
-}
-
-// Segmented scans (kernels/backward_params.cuh: ChunkCarry): adds factor * the carry of G to the
-// elements of a staged G piece that this thread staged (stage_sym_piece's blocks), re-split;
-// returns this thread's part of <Hbar, factor * G carry> / 2, which <Hbar, R + B/2> gains (Hbar
-// and B are symmetric). Not inlined: the staging loop stays as it is, and only chunks before the end
-// of their run pay for it.
-template <int D, int kThreads, class TState>
-__device__ __noinline__ float add_carry_to_sym_piece(const float* __restrict__ carry, float factor,
-                                                     const TState* __restrict__ H, int r0, int c0, uint8_t* hi,
-                                                     uint8_t* lo, int tid) {
-  constexpr int kBlk = kP / 4;
-  float rh = 0.f;
-  // a block's loads in flight before their first use (the fix-up sits between staging and the
-  // products); one block at a time keeps the callee's registers, which the caller saves, few
-#pragma unroll 1
-  for (int q = tid; q < kBlk * kBlk; q += kThreads) {
-    const int pa = 4 * (q / kBlk), pb = 4 * (q % kBlk);
-    float4 gc[4], hv[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t at = static_cast<int64_t>(r0 + pa + i) * D + c0 + pb;
-      gc[i] = __ldg(reinterpret_cast<const float4*>(carry + at));
-      hv[i] = load4(H + at, 0);
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      rh += 0.5f * factor * (hv[i].x * gc[i].x + hv[i].y * gc[i].y + hv[i].z * gc[i].z + hv[i].w * gc[i].w);
-      tiling::piece_add4<kP, kP, true>(hi, lo, pa + i, pb, factor, gc[i]);
-    }
-  }
-  return rh;
 }
 
 // Per-row dots of a 16 x 8NT accumulator slice (rows m0 + r, m0 + r + 8; columns n0..) with the same
@@ -229,8 +206,9 @@ GKA_DEVICE inline void quad_sum(float& s0, float& s1) {
 
 }  // namespace bwd_cov_detail
 
-template <int D, class TState, class TWs, bool kKLo>
-GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
+// kCarry: the chunk lies before the end of its run of a segmented scan (its R-bar, B~ miss a carry).
+template <int D, class TState, class TWs, bool kKLo, bool kCarry>
+__device__ __forceinline__ void bwd_cov_body(const BackwardParams& p, const ChunkCarry& carry, uint8_t* smem) {
   using Smem = BwdCovSmem<D>;
   using namespace tiling;
   using namespace bwd_cov_detail;
@@ -250,7 +228,7 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   const TState* hbar = static_cast<const TState*>(p.states_h) + soff;
   const TWs* rbar = static_cast<const TWs*>(p.ws.r_end) + soff;
   const TWs* btil = lam ? static_cast<const TWs*>(p.ws.b_end) + soff : nullptr;
-  const ChunkCarry carry = chunk_carry<D>(p, cidx, ce, h, false);  // of G = R + R^T (+ B): both decay with f
+  const float* g_carry = kCarry ? carry_ptr<D>(p, carry, 2) : nullptr;  // of G = R + R^T (+ B): decays with f
 
   uint8_t* k_hi = smem + Smem::kK;
   uint8_t* k_lo = k_hi + Smem::kTileKD;
@@ -354,12 +332,9 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
   const float Fend = F[len - 1];
   const float ta = ra < len ? gating::decay(Fend, F[ra]) : 0.f, tb = rb < len ? gating::decay(Fend, F[rb]) : 0.f;
   float rhs = 0.f, bhs = 0.f;
-  // G's piece (r0, c0) into the slot with its parts of <R, Hbar>, <B, Hbar>; the carry added when segmented
+  // G's piece (r0, c0) into the slot with its parts of <R, Hbar>, <B, Hbar>
   auto stage_g = [&](int r0, int c0) {
-    stage_sym_piece<D, kT>(rbar, btil, hbar, r0, c0, s_hi, s_lo, tid, rhs, bhs);
-    if (carry.index >= 0)
-      rhs += add_carry_to_sym_piece<D, kT, TState>(carry_ptr<D>(p, carry, 2), carry.factor, hbar, r0, c0, s_hi, s_lo,
-                                                   tid);
+    stage_sym_piece<D, kT, kCarry>(rbar, btil, hbar, g_carry, carry.factor, r0, c0, s_hi, s_lo, tid, rhs, bhs);
   };
   {
     float e0 = 0.f, e1 = 0.f;
@@ -542,14 +517,20 @@ GKA_DEVICE inline void bwd_cov_body(const BackwardParams& p, uint8_t* smem) {
 }
 
 // TState: the forward's H-bar; TWs: R-bar and B~ as the reverse scan stored them (fp32, or bf16).
-template <int D, class TState, class TWs = float>
+// kCarry: this launch covers the chunks whose R-bar, B~ miss a segmented scan's carry (a second
+// launch, only with segments; see bwd_gla_kernel).
+template <int D, class TState, class TWs = float, bool kCarry = false>
 __global__ void __launch_bounds__(kBwdCovThreads, 2) bwd_cov_kernel(BackwardParams p) {
   // no alignment padding (the layout is exactly 113 KiB at D = 128): SW128 tiles only need
   // 128-byte alignment for conflict-free ldmatrix (the swizzle is applied to tile offsets)
   extern __shared__ __align__(1024) uint8_t smem[];
   // a bf16 K is exact in bf16: no lo tile, no lo products (bitwise the same results)
-  if (p.k.dtype == DType::kBF16) bwd_cov_body<D, TState, TWs, false>(p, smem);
-  else bwd_cov_body<D, TState, TWs, true>(p, smem);
+  // the chunks of the other launch exit (kCarry: those whose R-bar, B~ miss a segment carry)
+  const tiling::ChunkEntry ce = p.geo.chunk_entry(blockIdx.x);
+  const ChunkCarry cc = ce.seq >= 0 ? chunk_carry<D>(p, blockIdx.x, ce, p.head0 + blockIdx.y, false) : ChunkCarry{};
+  if ((cc.index >= 0) != kCarry) return;
+  if (p.k.dtype == DType::kBF16) bwd_cov_body<D, TState, TWs, false, kCarry>(p, cc, smem);
+  else bwd_cov_body<D, TState, TWs, true, kCarry>(p, cc, smem);
 }
 
 }  // namespace kernels

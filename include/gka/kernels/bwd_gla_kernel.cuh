@@ -97,26 +97,34 @@ GKA_DEVICE inline void store_acc_rows(T* pa, T* pb, bool va, bool vb, const floa
 
 // The 64 x 64 piece (rows r0.., columns c0..) of S^ (fp32 or bf16) -> bf16 hi [+ lo] piece tiles
 // (a bf16 S^ is exact: no lo); with kDot also adds this thread's part of <S^, S-bar> over the
-// piece, from the same batch of loads.
-template <int D, int kThreads, bool kDot, class TState, class TWs>
-GKA_DEVICE inline void stage_shat_piece(const TWs* __restrict__ shat, const TState* __restrict__ sbar, int r0,
-                                        int c0, uint8_t* hi, uint8_t* lo, int tid, float& part) {
+// piece, from the same batch of loads. kCarry: plus factor * the segmented scans' carry of S^
+// (kernels/backward_params.cuh: ChunkCarry), loaded in the same batch (the sum of a bf16 S^ and the
+// carry is rounded to bf16 once more).
+template <int D, int kThreads, bool kDot, bool kCarry, class TState, class TWs>
+GKA_DEVICE inline void stage_shat_piece(const TWs* __restrict__ shat, const TState* __restrict__ sbar,
+                                        const float* __restrict__ carry, float factor, int r0, int c0, uint8_t* hi,
+                                        uint8_t* lo, int tid, float& part) {
   constexpr int kAll = kP * kP / 4 / kThreads;
   // runs while a D-wide accumulator is live: at most 8 float4 in flight per thread
-  constexpr int kPer = kDot ? (kAll < 4 ? kAll : 4) : (kAll < 8 ? kAll : 8);
+  constexpr int kPer0 = kDot ? (kAll < 4 ? kAll : 4) : (kAll < 8 ? kAll : 8);
+  constexpr int kPer = kCarry && kPer0 > 1 ? kPer0 / 2 : kPer0;
   static_assert(kAll % kPer == 0, "batches");
 #pragma unroll 1
   for (int u0 = 0; u0 < kAll; u0 += kPer) {
-  float4 sv[kPer], bv[kPer];
+  float4 sv[kPer], bv[kPer], cv[kPer];
 #pragma unroll
   for (int u = 0; u < kPer; ++u) {
     const int q = tid + (u0 + u) * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
     sv[u] = load4(shat + (r0 + row) * D + c0 + col, 0);
     if (kDot) bv[u] = load4(sbar + (r0 + row) * D + c0 + col, 0);
+    if (kCarry) cv[u] = load4(carry + (r0 + row) * D + c0 + col, 0);
   }
 #pragma unroll
   for (int u = 0; u < kPer; ++u) {
     const int q = tid + (u0 + u) * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
+    if (kCarry)
+      sv[u] = make_float4(sv[u].x + factor * cv[u].x, sv[u].y + factor * cv[u].y, sv[u].z + factor * cv[u].z,
+                          sv[u].w + factor * cv[u].w);
     if (kDot) part += sv[u].x * bv[u].x + sv[u].y * bv[u].y + sv[u].z * bv[u].z + sv[u].w * bv[u].w;
     uint32_t h0, l0, h1, l1;
     tiling::split_bf16(sv[u].x, sv[u].y, h0, l0);
@@ -126,35 +134,6 @@ GKA_DEVICE inline void stage_shat_piece(const TWs* __restrict__ shat, const TSta
     if constexpr (sizeof(TWs) == 4) *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
   }
   }
-}
-
-// Segmented scans (kernels/backward_params.cuh: ChunkCarry): adds factor * carry to the elements of
-// a staged S^ piece that this thread staged (stage_shat_piece's items), re-split (a bf16 S^ piece,
-// hi only, is rounded to bf16 once more); returns this thread's part of <factor * carry, S-bar> over
-// them (kDot). Not inlined: the staging loops stay as they are, and only chunks before the end of
-// their run pay for it.
-template <int D, int kThreads, bool kDot, class TState, bool kLoTile>
-__device__ __noinline__ float add_carry_to_piece(const float* __restrict__ carry, float factor,
-                                                 const TState* __restrict__ sbar, int r0, int c0, uint8_t* hi,
-                                                 uint8_t* lo, int tid) {
-  constexpr int kAll = kP * kP / 4 / kThreads;
-  // every load in flight before the first use: the fix-up sits between staging and the products
-  float4 cv[kAll], bv[kAll];
-#pragma unroll
-  for (int u = 0; u < kAll; ++u) {
-    const int q = tid + u * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
-    const int64_t at = static_cast<int64_t>(r0 + row) * D + c0 + col;
-    cv[u] = __ldg(reinterpret_cast<const float4*>(carry + at));
-    if (kDot) bv[u] = load4(sbar + at, 0);
-  }
-  float part = 0.f;
-#pragma unroll
-  for (int u = 0; u < kAll; ++u) {
-    const int q = tid + u * kThreads, row = q / (kP / 4), col = 4 * (q % (kP / 4));
-    if (kDot) part += factor * (cv[u].x * bv[u].x + cv[u].y * bv[u].y + cv[u].z * bv[u].z + cv[u].w * bv[u].w);
-    tiling::piece_add4<kP, kP, kLoTile>(hi, lo, row, col, factor, cv[u]);
-  }
-  return part;
 }
 
 // Two consecutive elements (col, col + 1) of a token vector as floats (any input dtype).
@@ -177,8 +156,9 @@ GKA_DEVICE inline float2 token2(const TokenTensor& t, int64_t b, int64_t tok, in
 
 // kLo16: the lo parts of k, v, do (false: all three are bf16, exact; their lo tiles are neither
 // staged nor multiplied, which leaves every result bitwise unchanged).
-template <int D, class TState, class TWs, bool kLo16>
-GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
+// kCarry: the chunk lies before the end of its run of a segmented scan (its S^ misses a carry).
+template <int D, class TState, class TWs, bool kLo16, bool kCarry>
+__device__ __forceinline__ void bwd_gla_body(const BackwardParams& p, const ChunkCarry& shat_carry, uint8_t* smem) {
   using Smem = BwdGlaSmem<D>;
   using namespace tiling;
   using namespace bwd_gla_detail;
@@ -198,19 +178,16 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   const float s = p.scale;
   constexpr bool kShatLo = sizeof(TWs) == 4;  // a bf16 S^ is exact: no lo tile, no lo products
   const TWs* shat = static_cast<const TWs*>(p.ws.s_end) + (cidx * p.heads_q + h) * D * D;
-  const ChunkCarry shat_carry = chunk_carry<D>(p, cidx, ce, h, true);
+  const float* carry = kCarry ? carry_ptr<D>(p, shat_carry, 1) : nullptr;
   const TState* sbar = static_cast<const TState*>(p.states_s) + (cidx * p.heads_q + h) * D * D;
 
   uint8_t* s_hi = smem + Smem::kS;
   uint8_t* s_lo = s_hi + Smem::kTileP;
   float part = 0.f;  // <S^, S-bar_n>: fixed-order partial sums (deterministic)
-  // S^'s piece (r0, c0) into the slot [with its part of <S^, S-bar_n>], the carry added when segmented
+  // S^'s piece (r0, c0) into the slot [with its part of <S^, S-bar_n>]
   auto stage_shat = [&](auto dot, int r0, int c0) {
-    constexpr bool kDot = decltype(dot)::value;
-    stage_shat_piece<D, kT, kDot>(shat, sbar, r0, c0, s_hi, s_lo, tid, part);
-    if (shat_carry.index >= 0)
-      part += add_carry_to_piece<D, kT, kDot, TState, kShatLo>(carry_ptr<D>(p, shat_carry, 1), shat_carry.factor,
-                                                                sbar, r0, c0, s_hi, s_lo, tid);
+    stage_shat_piece<D, kT, decltype(dot)::value, kCarry>(shat, sbar, carry, shat_carry.factor, r0, c0, s_hi, s_lo,
+                                                          tid, part);
   };
   uint8_t* q_hi = smem + Smem::kQ;
   uint8_t* o_hi = smem + Smem::kO;
@@ -416,14 +393,22 @@ GKA_DEVICE inline void bwd_gla_body(const BackwardParams& p, uint8_t* smem) {
   }
 }
 
-// TState: the forward's S-bar; TWs: S^ as the reverse scan stored it (fp32, or bf16).
-template <int D, class TState, class TWs = float>
+// TState: the forward's S-bar; TWs: S^ as the reverse scan stored it (fp32, or bf16). kCarry: this
+// launch covers the chunks whose S^ misses a segmented scan's carry (a second launch, only with
+// segments; each launch's other chunks exit at once). Two kernels rather than a choice per CTA: a
+// CTA of one then shares its SM only with CTAs running the same code (one copy in the instruction
+// cache; mixed, the carried chunks took 1.5x as long, H200, commit 20726c3).
+template <int D, class TState, class TWs = float, bool kCarry = false>
 __global__ void __launch_bounds__(kBwdGlaThreads, 2) bwd_gla_kernel(BackwardParams p) {
   extern __shared__ __align__(1024) uint8_t smem[];
+  // the chunks of the other launch exit (kCarry: those whose S^ misses a segment carry)
+  const tiling::ChunkEntry ce = p.geo.chunk_entry(blockIdx.x);
+  const ChunkCarry cc = ce.seq >= 0 ? chunk_carry<D>(p, blockIdx.x, ce, p.head0 + blockIdx.y, true) : ChunkCarry{};
+  if ((cc.index >= 0) != kCarry) return;
   if (p.k.dtype == DType::kBF16 && p.v.dtype == DType::kBF16 && p.d_o.dtype == DType::kBF16)
-    bwd_gla_body<D, TState, TWs, false>(p, smem);
+    bwd_gla_body<D, TState, TWs, false, kCarry>(p, cc, smem);
   else
-    bwd_gla_body<D, TState, TWs, true>(p, smem);
+    bwd_gla_body<D, TState, TWs, true, kCarry>(p, cc, smem);
 }
 
 }  // namespace kernels

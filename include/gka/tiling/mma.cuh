@@ -83,27 +83,6 @@ struct SwizzledTile {
   }
 };
 
-// Elements (row, col .. col + 3) of a staged bf16 hi [+ lo] SwizzledTile pair += f * v, re-split
-// (hi only: rounded to bf16 again).
-template <int Cols, int Rows, bool kLo>
-GKA_DEVICE inline void piece_add4(uint8_t* hi, uint8_t* lo, int row, int col, float f, const float4& v) {
-  const uint32_t off = SwizzledTile<Cols, Rows>::offset(row, col);
-  const uint2 h = *reinterpret_cast<const uint2*>(hi + off);
-  float x[4] = {bf16_lo(h.x), bf16_hi(h.x), bf16_lo(h.y), bf16_hi(h.y)};
-  if (kLo) {
-    const uint2 l = *reinterpret_cast<const uint2*>(lo + off);
-    x[0] += bf16_lo(l.x);
-    x[1] += bf16_hi(l.x);
-    x[2] += bf16_lo(l.y);
-    x[3] += bf16_hi(l.y);
-  }
-  uint32_t h0, l0, h1, l1;
-  split_bf16(x[0] + f * v.x, x[1] + f * v.y, h0, l0);
-  split_bf16(x[2] + f * v.z, x[3] + f * v.w, h1, l1);
-  *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
-  if (kLo) *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
-}
-
 // A fragment (16 x 16 at rows m0.., cols k0..) from a [M][K] tile (K contiguous).
 template <int Cols, int Rows>
 GKA_DEVICE inline void load_a(uint32_t base, int m0, int k0, int lane, uint32_t (&a)[4]) {
