@@ -334,6 +334,16 @@ std::vector<double> run_case(const BwdCase& c, uint64_t seed, bool graph_check, 
   return e;
 }
 
+// One SECTION per case with seeds seed, seed + 1, ...; graph capture for the varlen bf16 int32 cases.
+void run_sections(const std::vector<BwdCase>& cases, uint64_t seed) {
+  for (const BwdCase& c : cases) {
+    SECTION(c.name + " " + gka::dtype_name(c.dtype)) {
+      run_case(c, seed, !c.spec.cu_seqlens.empty() && c.cu_int32 && c.dtype == gka::DType::kBF16, false);
+    }
+    ++seed;
+  }
+}
+
 gka_test::ProblemSpec spec(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D) {
   return gka_test::problem_spec(B, T, Hq, Hkv, D);
 }
@@ -461,13 +471,7 @@ TEST_CASE("backward: varlen, GQA, iteration counts, saved bf16 states", "[gpu][b
     c.d_final = false;
     cases.push_back(c);
   }
-  uint64_t seed = 600;
-  for (const BwdCase& c : cases) {
-    SECTION(c.name + " " + gka::dtype_name(c.dtype)) {
-      run_case(c, seed, !c.spec.cu_seqlens.empty() && c.cu_int32 && c.dtype == DType::kBF16, false);
-    }
-    ++seed;
-  }
+  run_sections(cases, 600);
 }
 
 // Segmented reverse scans (BackwardArgs::scan_segments, kernels/backward_params.cuh: ScanSegments):
@@ -518,13 +522,7 @@ TEST_CASE("backward: segmented reverse scans", "[gpu][backward][segments]") {
     c.d_final = false;
     cases.push_back(c);
   }
-  uint64_t seed = 700;
-  for (const BwdCase& c : cases) {
-    SECTION(c.name + " " + gka::dtype_name(c.dtype)) {
-      run_case(c, seed, !c.spec.cu_seqlens.empty() && c.dtype == DType::kBF16, false);
-    }
-    ++seed;
-  }
+  run_sections(cases, 700);
 }
 
 TEST_CASE("backward: bad arguments return the right status", "[gpu][backward][args]") {
