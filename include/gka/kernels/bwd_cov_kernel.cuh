@@ -526,8 +526,11 @@ __global__ void __launch_bounds__(kBwdCovThreads, 2) bwd_cov_kernel(BackwardPara
   extern __shared__ __align__(1024) uint8_t smem[];
   // a bf16 K is exact in bf16: no lo tile, no lo products (bitwise the same results)
   // the chunks of the other launch exit (kCarry: those whose R-bar, B~ miss a segment carry)
-  const tiling::ChunkEntry ce = p.geo.chunk_entry(blockIdx.x);
-  const ChunkCarry cc = ce.seq >= 0 ? chunk_carry<D>(p, blockIdx.x, ce, p.head0 + blockIdx.y, false) : ChunkCarry{};
+  ChunkCarry cc;
+  if (p.seg.count > 1) {  // without segments nothing to look up: the one launch runs every chunk
+    const tiling::ChunkEntry ce = p.geo.chunk_entry(blockIdx.x);
+    if (ce.seq >= 0) cc = chunk_carry<D>(p, blockIdx.x, ce, p.head0 + blockIdx.y, false);
+  }
   if ((cc.index >= 0) != kCarry) return;
   if (p.k.dtype == DType::kBF16) bwd_cov_body<D, TState, TWs, false, kCarry>(p, cc, smem);
   else bwd_cov_body<D, TState, TWs, true, kCarry>(p, cc, smem);

@@ -402,8 +402,11 @@ template <int D, class TState, class TWs = float, bool kCarry = false>
 __global__ void __launch_bounds__(kBwdGlaThreads, 2) bwd_gla_kernel(BackwardParams p) {
   extern __shared__ __align__(1024) uint8_t smem[];
   // the chunks of the other launch exit (kCarry: those whose S^ misses a segment carry)
-  const tiling::ChunkEntry ce = p.geo.chunk_entry(blockIdx.x);
-  const ChunkCarry cc = ce.seq >= 0 ? chunk_carry<D>(p, blockIdx.x, ce, p.head0 + blockIdx.y, true) : ChunkCarry{};
+  ChunkCarry cc;
+  if (p.seg.count > 1) {  // without segments nothing to look up: the one launch runs every chunk
+    const tiling::ChunkEntry ce = p.geo.chunk_entry(blockIdx.x);
+    if (ce.seq >= 0) cc = chunk_carry<D>(p, blockIdx.x, ce, p.head0 + blockIdx.y, true);
+  }
   if ((cc.index >= 0) != kCarry) return;
   if (p.k.dtype == DType::kBF16 && p.v.dtype == DType::kBF16 && p.d_o.dtype == DType::kBF16)
     bwd_gla_body<D, TState, TWs, false, kCarry>(p, cc, smem);
