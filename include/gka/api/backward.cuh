@@ -192,6 +192,12 @@ inline Result check_backward_args(const BackwardArgs& args) {
                                                   std::to_string(args.options.chunk_size) + ")");
   if (args.shape.heads_q > 65535)
     return Result(Status::kErrorNotSupported, "shape.heads_q above 65535 is not supported by the CUDA backward");
+  {  // kernels::ChunkCarry holds a run total's index in an int
+    const ProblemShape& s = args.shape;
+    const int64_t seqs = s.varlen() ? s.cu_seqlens.num_seqs : s.batch;
+    if (seqs * scan_segments_for(args) * s.heads_q * 3 > INT32_MAX)
+      return Result(Status::kErrorNotSupported, "scan_segments: sequences x runs x heads x 3 must stay below 2^31");
+  }
   return Result::success();
 }
 

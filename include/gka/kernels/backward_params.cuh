@@ -10,8 +10,8 @@
 //   rscan      bwd_reverse_scan   (seq*segment*head, role): R-bar, S^, B~ reverse scans; per-chunk
 //                                  states r_end, s_end, b_end and per-sequence r_first, s_first,
 //                                  b_total (with segments > 1: segment totals, see ScanSegments)
-//   carry      bwd_scan_carry     (seq*head, role), segments > 1 only: the carry into each segment
-//                                  and the per-sequence states
+//   carry      bwd_scan_carry     (seq*head, 2 parts), segments > 1 only: the carry into each run
+//                                  (S^'s, and G = R + R^T + B~'s for cov) and the per-sequence states
 //   gla        bwd_gla_kernel     (chunk, head): GLA dk^S, dv, dG -> ws dk, dv, dg_s
 //   cov        bwd_cov_kernel     (chunk, head): Pass D + E + F -> ws dk (+= dk^H), outputs dg / df
 //   finish     bwd_finish_kernel  dk, dv summed over the GQA group (fixed order) into the outputs;
@@ -74,7 +74,7 @@ struct ScanSegments {
   GKA_HOST_DEVICE int64_t used(int64_t nchunks) const {  // runs holding at least one chunk
     return nchunks > 0 ? (nchunks + length(nchunks) - 1) / length(nchunks) : 0;
   }
-  // index of a run total / carry (D x D floats) in totals; checked on the host to fit an int
+  // index of a run total / carry (D x D floats) in totals; check_backward_args keeps it below 2^31
   GKA_HOST_DEVICE int64_t total_index(int64_t seq, int64_t run, int64_t h, int64_t heads_q, int role) const {
     return ((seq * count + run) * heads_q + h) * 3 + role;
   }

@@ -17,7 +17,7 @@
 // The bf16 plan (TWs = bf16: the per-chunk states are stored in bf16, 2^-9) multiplies the hi parts
 // only: the operands' rounding (2^-9 each) is then of the size of the states' own, and the scan
 // takes 2 / 3 (role 0) or 1 / 2 (roles 1, 2) of the products. H200, tests/gpu/test_backward.cu: the
-// gradients' errors move by <= 15 % (docs/gpu-backward.md); rscan 2.03 -> 1.84 ms at T = 2048.
+// gradients' errors move by <= 15 % (docs/gpu-backward.md); rscan 1.97 -> 1.79 ms at T = 2048.
 //
 // Segmented (p.seg.count > 1, kernels/backward_params.cuh: ScanSegments): a CTA scans one run of its
 // sequence's chunks from zero (the last run from -dH_T / dS_T), writes the per-chunk decay from the
