@@ -56,11 +56,16 @@ void time_rscan(int64_t B, int64_t T) {
   p.ws.r_first = outs[3];
   p.ws.s_first = outs[4];
   p.ws.b_total = outs[5];
+  p.ws.scan_wts = static_cast<float*>(in.alloc(static_cast<size_t>(nchunks) * H * 3 * kernels::kRscanWts * 4));
   REQUIRE(in.all_allocated());
 
   using RSmem = kernels::RscanSmem<D>;
   CUDA_OK(cudaFuncSetAttribute(kernels::bwd_reverse_scan_kernel<D, float>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, RSmem::kBytes));
+  // the weights pass once (its own time is not part of the scan's)
+  kernels::bwd_scan_weights_kernel<><<<dim3(static_cast<unsigned>(nchunks), static_cast<unsigned>(H)),
+                                     kernels::kScanWeightsThreads>>>(p);
+  CUDA_OK(cudaGetLastError());
   const std::vector<float> ms = event_times_ms([&] {
     kernels::bwd_reverse_scan_kernel<D, float>
         <<<dim3(static_cast<unsigned>(B * H), 3, D / 64), kernels::kRscanThreads, RSmem::kBytes>>>(p);

@@ -279,6 +279,9 @@ void run_case(const Case& cs, uint64_t seed) {
     p.ws.b_end = static_cast<float*>(o_b.p);
     p.ws.b_total = static_cast<float*>(o_bt.p);
   }
+  DevBuf scan_wts(static_cast<size_t>(chunk_bound) * Hq * 3 * kernels::kRscanWts * 4);
+  REQUIRE(scan_wts.p != nullptr);
+  p.ws.scan_wts = static_cast<float*>(scan_wts.p);
 
   using RSmem = kernels::RscanSmem<D>;
   using GSmem = kernels::BwdGlaSmem<D>;
@@ -288,6 +291,10 @@ void run_case(const Case& cs, uint64_t seed) {
                                GSmem::kBytes));
   auto launch = [&]() {
     for (DevBuf* o : outs) CUDA_OK(cudaMemset(o->p, 0xff, o->bytes));  // NaN
+    CUDA_OK(cudaMemset(scan_wts.p, 0xff, scan_wts.bytes));  // NaN: the scans read only rows the weights pass wrote
+    kernels::bwd_scan_weights_kernel<><<<dim3(static_cast<unsigned>(chunk_bound), static_cast<unsigned>(Hq)),
+                                       kernels::kScanWeightsThreads>>>(p);
+    CUDA_OK(cudaGetLastError());
     kernels::bwd_reverse_scan_kernel<D, TState>
         <<<dim3(static_cast<unsigned>(num_seqs * Hq), 3, D / 64), kernels::kRscanThreads, RSmem::kBytes>>>(p);
     CUDA_OK(cudaGetLastError());

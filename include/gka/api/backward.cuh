@@ -78,6 +78,7 @@ struct BackwardLayout {
   size_t off_qdq = 0, off_w = 0, off_unu = 0, off_dgs = 0;
   size_t off_rend = 0, off_send = 0, off_bend = 0;
   size_t off_rfirst = 0, off_sfirst = 0, off_btotal = 0;
+  size_t off_scan_wts = 0;
   size_t off_seg_totals = 0, off_seg_decay = 0, off_chunk_decay = 0;  // scan_segments > 1
   size_t total = 0;
 };
@@ -127,6 +128,7 @@ inline BackwardLayout backward_layout(const BackwardArgs& a) {
   L.off_send = take(chunkDD_ws);
   L.off_rfirst = take(seqDD);
   L.off_sfirst = take(seqDD);
+  L.off_scan_wts = take(static_cast<size_t>(L.chunk_bound) * Hq * 3 * kernels::kRscanWts * f4);
   if (a.bp_lambda) {
     L.off_bend = take(chunkDD_ws);
     L.off_btotal = take(seqDD);
@@ -246,6 +248,10 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
   }
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_solve, stream));
   if (after_solve != nullptr) GKA_RETURN_IF_ERROR(cuda_result(cudaEventRecord(after_solve, stream), "overlap event"));
+  if (cb > 0) {
+    kernels::bwd_scan_weights_kernel<><<<dim3(cb, hq), kernels::kScanWeightsThreads, 0, stream>>>(p);
+    GKA_RETURN_IF_ERROR(cuda_result(cudaGetLastError(), "bwd_scan_weights_kernel"));
+  }
   {
     static std::atomic<uint64_t> s{0};
     GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState, TState>,
@@ -496,6 +502,7 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   p.ws.s_end = ws + L.off_send;
   p.ws.r_first = reinterpret_cast<float*>(ws + L.off_rfirst);
   p.ws.s_first = reinterpret_cast<float*>(ws + L.off_sfirst);
+  p.ws.scan_wts = reinterpret_cast<float*>(ws + L.off_scan_wts);
   if (args.bp_lambda) {
     p.ws.b_end = ws + L.off_bend;
     p.ws.b_total = reinterpret_cast<float*>(ws + L.off_btotal);

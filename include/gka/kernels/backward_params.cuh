@@ -7,6 +7,7 @@
 //   scan       H-bar_n, S-bar_n (the forward's state_scan_kernel), unless saved by the forward
 //   solve      bwd_solve_kernel   (chunk, head): dq~, alpha-mix adjoint, z = CH(A, alpha dq~);
 //                                  writes dq, dalpha, ws z, qmix, qdq, w, unu
+//   weights    bwd_scan_weights   (chunk, head): the reverse scans' per-chunk key weights -> ws scan_wts
 //   rscan      bwd_reverse_scan   (seq*segment*head, role): R-bar, S^, B~ reverse scans; per-chunk
 //                                  states r_end, s_end, b_end and per-sequence r_first, s_first,
 //                                  b_total (with segments > 1: segment totals, see ScanSegments)
@@ -53,6 +54,9 @@ struct BackwardWorkspace {
   float* r_first = nullptr;  // R-bar_{-1}
   float* s_first = nullptr;  // S^ before the first chunk (= dS_0)
   float* b_total = nullptr;  // B~ after the loop (bp_lambda only)
+  // per chunk, query head and reverse scan: the scans' key weights, decay and c_n
+  // ([chunk_bound][H_q][3][kRscanWts], bwd_scan_weights_kernel)
+  float* scan_wts = nullptr;
 };
 
 // Segment-parallel reverse scans. A scan walks its sequence's chunks one after the other, so a long

@@ -42,13 +42,16 @@
 //    the [token][col] tile), 2 or 3 products per k-step as in state_scan_kernel's split path, in the
 //    same order, with the same element values; role 2 adds c_n H-bar_n to the decayed state before
 //    the chunk's products (its H-bar registers are then dead during the MMA: no spills);
-//  * warp 0 forms the next chunk's weights (cumsum, e^{F}, b_j) during the current chunk, from
-//    gates prefetched into registers one chunk earlier; b_j in O(C) by a warp suffix scan of
-//    s_i = w_i + e^{2 (F_{i+1} - F_i)} s_{i+1} (b_i = e^{F_i} s_i, c_n = e^{2 F_0} s_0; only
-//    non-positive exponents);
+//  * the chunk's weights (cumsum, e^{F}, b_j, its decay and c_n) come ready-made from
+//    bwd_scan_weights_kernel (below; they are chunk-local) in one 272-byte row loaded with the
+//    stage. Forming them in warp 0 during the chunk before (the earlier organisation) kept the
+//    other warps waiting at the barrier: ~1 us of each chunk's ~4 us step on one CTA's chain;
 //  * states leave in 16-byte streaming stores (a quad shuffle turns the fragment layout into 64
-//    contiguous bytes per row) with no shared-memory staging; role 2 prefetches H-bar_{n-1} into L2
-//    one chunk ahead and reads H-bar_n into registers before the update.
+//    contiguous bytes per row) with no shared-memory staging; role 2 reads H-bar_n from the stage
+//    (bf16 k and bf16 H-bar: the rows ride in the value rows' unused tail) or else from L2
+//    (prefetched one chunk ahead), before the update. Either the weights in warp 0 or the H-bar
+//    reads from L2 cost the scans ~0.4 ms of 2.64 at T = 32768 (H200, bf16 plan; one-off timing
+//    harness with parts of the loop switched off, 2026-11-29).
 //
 // Measured (H200, D = 128, 65,536 tokens x 16 heads, bf16 k / do, fp32 z / q~ / x, fp32 states,
 // bp_lambda on; test_bwd_perf_rscan): T = 2048 / 8192 / 32768: 2.37 / 2.52 / 3.18 ms (was 7.49 /
@@ -76,6 +79,11 @@ namespace kernels {
 
 constexpr int kRscanThreads = 256;
 constexpr int kRscanChunk = 64;
+// A chunk's weights row in BackwardWorkspace::scan_wts ([chunk_bound][H_q][3 roles] rows, written by
+// bwd_scan_weights_kernel): the 64 per-token key weights, the chunk's decay e^{F_end}, c_n (role
+// 2), and 2 floats of padding so that a row is 17 whole 16-byte cp.async pieces.
+constexpr int kRscanWts = kRscanChunk + 4;
+constexpr int kScanWeightsThreads = 96;  // one warp per role
 
 template <int D>
 struct RscanSmem {
@@ -87,8 +95,8 @@ struct RscanSmem {
   static constexpr int kValTile = kRscanChunk * kValPitch;
   static constexpr int kStage = kKeyTile + kValTile;  // [keys, values]
   static constexpr int kScalars = 2 * kStage;
-  // gates / cumsum, w, weights [2 stages], misc [2 stages][decay, c_n], the run's decay so far
-  static constexpr int kBytes = kScalars + (4 * kRscanChunk + 5) * 4;
+  // the chunk's weights row (kRscanWts floats: weights, decay, c_n) per stage
+  static constexpr int kBytes = kScalars + 2 * kRscanWts * 4;
   static constexpr int kMinBlocks = 2;
 };
 
@@ -244,11 +252,7 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   const int role = blockIdx.y;
   if (role == 2 && !p.bp_lambda) return;
   extern __shared__ __align__(128) uint8_t smem[];
-  float* gates = reinterpret_cast<float*>(smem + Smem::kScalars);  // warp 0: raw log-gates, then the cumsum
-  float* wv = gates + C;                                             // warp 0, role 2: w of the chunk
-  float* wts = wv + C;                                               // [2][C] per-token key weights
-  float* misc = wts + 2 * C;                                         // [2][decay, c_n]
-  float* run_decay = misc + 4;  // warp 0 lane 0: the decay from the run's end to the chunk being weighted
+  float* wts = reinterpret_cast<float*>(smem + Smem::kScalars);  // [2 stages][kRscanWts]: the chunk's weights row
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
   const int64_t hg = p.heads_grid > 0 ? p.heads_grid : p.heads_q;  // heads in this launch
@@ -278,7 +282,11 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   const uint8_t* kbase = static_cast<const uint8_t*>(keys_t.data) + keys_t.offset(se.b, se.t0, head) * kbytes;
   const uint8_t* vbase = static_cast<const uint8_t*>(vals_t.data) + vals_t.offset(se.b, se.t0, head) * vbytes;
   const int64_t kstride = keys_t.stride_token * kbytes, vstride = vals_t.stride_token * vbytes;
-  const float* wdata = static_cast<const float*>(p.ws.w.data);
+  // H-bar_n (role 2's dense add) rides with the stage, in the tail of the value rows, when those hold
+  // raw bf16 keys (k in bf16: D * 2 of the D * 4 bytes) and H-bar is bf16 (D * 2 bytes a row); else
+  // every thread reads its fragment from L2 (prefetched a chunk ahead) after the operands are ready.
+  const bool hbar_staged = role == 2 && sizeof(TState) == 2 && vals_raw;
+  const float* wts_src = p.ws.scan_wts + (h * 3 + role) * kRscanWts;  // + chunk * H_q * 3 * kRscanWts
   auto chunk_valid = [&](int64_t n) { return static_cast<int>(se.len - n * C < C ? se.len - n * C : C); };
 
   // initial state: -dH_T (R-bar is pre-negated), dS_T, or 0 (and 0 for every run but the last)
@@ -296,9 +304,19 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
       }
   }
 
+  auto hbar_of = [&](int64_t n) {
+    return static_cast<const TState*>(p.states_h) + ((se.chunk0 + n) * p.heads_q + h) * D * D;
+  };
   auto issue = [&](int64_t n) {
     uint8_t* st = smem + (n & 1) * Smem::kStage;
     const int valid = chunk_valid(n);
+    if (tid < kRscanWts / 4)
+      tiling::cp_async_16(wts + (n & 1) * kRscanWts + 4 * tid,
+                          wts_src + (se.chunk0 + n) * p.heads_q * 3 * kRscanWts + 4 * tid, true);
+    if (hbar_staged)
+      tiling::load_rows_async(st + Smem::kKeyTile + D * 2, VP,
+                              reinterpret_cast<const uint8_t*>(hbar_of(n) + tile_row0 * D), D * 2, D * 2, 64, 64, tid,
+                              kRscanThreads);
     if (!same)
       tiling::load_rows_async(st, KP, kbase + n * C * kstride + tile_row0 * kbytes, kstride, 64 * kbytes, C, valid,
                               tid, kRscanThreads);
@@ -307,72 +325,9 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
     tiling::cp_async_commit();
   };
 
-  // Warp 0: the raw gates (and w) of chunk n, lane l holding tokens 2l, 2l+1, loaded a chunk ahead.
-  float g_next[2] = {0.f, 0.f}, w_next[2] = {0.f, 0.f};
-  auto prefetch = [&](int64_t n) {
-    const int valid = chunk_valid(n);
-    const int64_t t0 = se.t0 + n * C;
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      const int t = 2 * lane + q;
-      g_next[q] = t < valid ? gate.at(se.b, t0 + t, h) : 0.f;
-      if (role == 2) w_next[q] = t < valid ? wdata[p.ws.w.offset(se.b, t0 + t, h)] : 0.f;
-    }
-  };
-  // Warp 0: weights of chunk n (gates in g_next) into wts[n & 1], its decay and c_n into misc[n & 1].
-  auto weights = [&](int64_t n) {
-    const int valid = chunk_valid(n);
-    float* wt = wts + (n & 1) * C;
-    float* mi = misc + (n & 1) * 2;
-    gates[2 * lane] = g_next[0];
-    gates[2 * lane + 1] = g_next[1];
-    __syncwarp();
-    gating::warp_cumsum64(gates, valid, lane);
-    __syncwarp();
-    const float F0 = gates[2 * lane], F1 = gates[2 * lane + 1];
-    const bool v0 = 2 * lane < valid, v1 = 2 * lane + 1 < valid;
-    if (role == 2) {
-      // s_i = w_i + e^{2 (F_{i+1} - F_i)} s_{i+1}: pairs in-lane, then an inclusive suffix scan over
-      // lanes (v of lane l: sum over tokens >= 2l relative to token 2l)
-      const float w0 = v0 ? w_next[0] : 0.f, w1 = v1 ? w_next[1] : 0.f;
-      float v = w0 + expf(2.f * (F1 - F0)) * w1;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const float vo = __shfl_down_sync(0xffffffffu, v, o);
-        const float Fo = __shfl_down_sync(0xffffffffu, F0, o);
-        if (lane + o < 32) v += expf(2.f * (Fo - F0)) * vo;
-      }
-      const float v_next = __shfl_down_sync(0xffffffffu, v, 1);
-      const float F_next = __shfl_down_sync(0xffffffffu, F0, 1);
-      const float s1 = w1 + (lane < 31 ? expf(2.f * (F_next - F1)) * v_next : 0.f);
-      wt[2 * lane] = v0 ? expf(F0) * v : 0.f;
-      wt[2 * lane + 1] = v1 ? expf(F1) * s1 : 0.f;
-      if (lane == 0) mi[1] = expf(2.f * F0) * v;
-    } else {
-      const float s = role == 1 ? p.scale : 1.f;
-      wt[2 * lane] = v0 ? (role == 1 ? s * expf(F0) : expf(F0)) : 0.f;
-      wt[2 * lane + 1] = v1 ? (role == 1 ? s * expf(F1) : expf(F1)) : 0.f;
-    }
-    if (lane == 0) {
-      mi[0] = expf(gates[valid - 1]);
-      // segmented: the decay from the run's end to the state after chunk n, for the GLA / cov
-      // kernels (roles 0 and 1; role 2 has role 0's f); then chunk n's own decay joins it
-      if (segmented && role < 2 && blockIdx.z == 0)
-        p.seg.chunk_decay[((se.chunk0 + n) * p.heads_q + h) * 2 + role] = *run_decay;
-      *run_decay *= mi[0];
-    }
-  };
-
-  if (c_end > c_begin) {
-    issue(c_end - 1);
-    if (warp == 0) {
-      if (lane == 0) *run_decay = 1.f;
-      __syncwarp();
-      prefetch(c_end - 1);
-      weights(c_end - 1);
-      if (c_end - 1 > c_begin) prefetch(c_end - 2);
-    }
-  }
+  // the decay from the run's end to the chunk being scanned (segmented, thread 0)
+  float run_decay = 1.f;
+  if (c_end > c_begin) issue(c_end - 1);
 
   for (int n = c_end - 1; n >= c_begin; --n) {
     const int64_t cidx = se.chunk0 + n;
@@ -380,8 +335,17 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
     // (A) raw rows of chunk n and its weights visible; every warp is done with chunk n+1's stage
     __syncthreads();
     if (n > c_begin) issue(n - 1);  // overlaps everything below
-    const TState* hb = static_cast<const TState*>(p.states_h) + (cidx * p.heads_q + h) * D * D;
-    if (role == 2 && n > c_begin)  // H-bar_{n-1} into L2 for the next chunk's dense add
+    const float* wt = wts + (n & 1) * kRscanWts;
+    const float decay = wt[kRscanChunk], cn = wt[kRscanChunk + 1];
+    if (tid == 0) {
+      // segmented: the decay from the run's end to the state after chunk n, for the GLA / cov
+      // kernels (roles 0 and 1; role 2 has role 0's f); then chunk n's own decay joins it
+      if (segmented && role < 2 && blockIdx.z == 0)
+        p.seg.chunk_decay[(cidx * p.heads_q + h) * 2 + role] = run_decay;
+      run_decay *= decay;
+    }
+    const TState* hb = hbar_of(n);
+    if (role == 2 && !hbar_staged && n > c_begin)  // H-bar_{n-1} into L2 for the next chunk's dense add
       tiling::prefetch_l2_range(hb - p.heads_q * D * D + tile_row0 * D, 64 * D * static_cast<int>(sizeof(TState)), tid,
                                 kRscanThreads);
     // the state after chunk n
@@ -389,7 +353,6 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
     // operands of chunk n, in place
     uint8_t* kt_tile = smem + (n & 1) * Smem::kStage;
     uint8_t* vt_tile = kt_tile + Smem::kKeyTile;
-    const float* wt = wts + (n & 1) * C;
     if (same) {
       // weighted keys from the value rows (this tile's 64 columns); the values are rewritten after
       // every thread has read them (only when they are not bf16)
@@ -404,20 +367,21 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
       rscan::split_in_place<64, kLo>(kt_tile, KP, keys_t.dtype, wt, tid);
     }
     if (!vals_raw) rscan::split_in_place<D, kLo>(vt_tile, VP, vals_t.dtype, nullptr, tid);
-    if (warp == 0 && n > c_begin) {  // the next chunk's weights (other buffer), gates two chunks ahead
-      weights(n - 1);
-      if (n - 1 > c_begin) prefetch(n - 2);
-    }
     __syncthreads();  // (B) operands ready
-    // H-bar_n (this thread's fragment) for role 2, L2 hits (prefetched a chunk earlier)
+    // H-bar_n (this thread's fragment) for role 2: from the stage, or L2 hits (prefetched a chunk earlier)
     float hbv[NT][4];
     if (role == 2) {
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int e2 = 0; e2 < 2; ++e2) {
-          const TState* src = hb + (row0 + r + 8 * e2) * D + col0 + 8 * j + 2 * c;
-          if constexpr (sizeof(TState) == 4) {
+          const int col = col0 + 8 * j + 2 * c;
+          const TState* src = hb + (row0 + r + 8 * e2) * D + col;
+          if (hbar_staged) {
+            const uint32_t v = *reinterpret_cast<const uint32_t*>(vt_tile + (m0 + r + 8 * e2) * VP + D * 2 + col * 2);
+            hbv[j][2 * e2] = tiling::bf16_lo(v);
+            hbv[j][2 * e2 + 1] = tiling::bf16_hi(v);
+          } else if constexpr (sizeof(TState) == 4) {
             const float2 v = *reinterpret_cast<const float2*>(src);
             hbv[j][2 * e2] = v.x;
             hbv[j][2 * e2 + 1] = v.y;
@@ -428,13 +392,11 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
           }
         }
     }
-    const float decay = misc[(n & 1) * 2];
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[j][e] *= decay;
     if (role == 2) {  // + c_n H-bar_n (the dense part of Pi_n), before this chunk's products
-      const float cn = misc[(n & 1) * 2 + 1];
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -451,8 +413,70 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
                               col0, lane);
     // the run's total decay: every chunk's weights were formed by warp 0 lane 0, this thread
     if (role < 2 && blockIdx.z == 0 && tid == 0)
-      p.seg.seg_decay[((seq * p.seg.count + run) * p.heads_q + h) * 2 + role] = *run_decay;
+      p.seg.seg_decay[((seq * p.seg.count + run) * p.heads_q + h) * 2 + role] = run_decay;
   }
+}
+
+// The reverse scans' per-chunk weights, ahead of the scans: they are chunk-local, so this pass
+// forms them for every chunk at once and the scans' chains only load them (with the chunk's rows).
+// Row (chunk n, query head h, role) of BackwardWorkspace::scan_wts, from the chunk-local cumsum F
+// of the role's log-gate (f for roles 0 and 2, g for role 1):
+//   role 0  e^{F_j};  role 1  s e^{G_j};  role 2  b_j = e^{F_j} s_j with s_j = w_j + e^{2 (F_{j+1} - F_j)} s_{j+1}
+//   (in O(C) by a warp suffix scan, only non-positive exponents), and c_n = e^{2 F_0} s_0;
+//   then the chunk's decay e^{F_end}. Tokens past the chunk's end weigh 0.
+// Grid: (chunk_bound, heads in this launch). Block: one warp per role; lane l owns tokens 2l, 2l + 1.
+// (A template only so that the header can be included by several translation units.)
+template <int C = kRscanChunk>
+__global__ void __launch_bounds__(kScanWeightsThreads) bwd_scan_weights_kernel(BackwardParams p) {
+  static_assert(C == 64, "a lane owns two tokens");
+  __shared__ float cumsum[3][C];
+  const int role = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (role == 2 && !p.bp_lambda) return;
+  const int64_t cidx = blockIdx.x, h = p.head0 + blockIdx.y;
+  const tiling::ChunkEntry ce = p.geo.chunk_entry(cidx);
+  if (ce.seq < 0) return;
+  const int64_t b = p.geo.sequence(ce.seq).b;
+  const int valid = ce.len;
+  const gating::Gate gate = role == 1 ? p.gate_s : p.gate_h;
+  const float* wdata = static_cast<const float*>(p.ws.w.data);
+  float* F = cumsum[role];
+  float w[2];
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    const int t = 2 * lane + q;
+    F[t] = t < valid ? gate.at(b, ce.t0 + t, h) : 0.f;
+    w[q] = role == 2 && t < valid ? wdata[p.ws.w.offset(b, ce.t0 + t, h)] : 0.f;
+  }
+  __syncwarp();
+  gating::warp_cumsum64(F, valid, lane);
+  __syncwarp();
+  const float F0 = F[2 * lane], F1 = F[2 * lane + 1];
+  const bool v0 = 2 * lane < valid, v1 = 2 * lane + 1 < valid;
+  float wt0, wt1, cn = 0.f;
+  if (role == 2) {
+    // s_i over pairs in-lane, then an inclusive suffix scan over lanes (v of lane l: the sum over
+    // tokens >= 2l relative to token 2l)
+    float v = w[0] + expf(2.f * (F1 - F0)) * w[1];
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float vo = __shfl_down_sync(0xffffffffu, v, o);
+      const float Fo = __shfl_down_sync(0xffffffffu, F0, o);
+      if (lane + o < 32) v += expf(2.f * (Fo - F0)) * vo;
+    }
+    const float v_next = __shfl_down_sync(0xffffffffu, v, 1);
+    const float F_next = __shfl_down_sync(0xffffffffu, F0, 1);
+    const float s1 = w[1] + (lane < 31 ? expf(2.f * (F_next - F1)) * v_next : 0.f);
+    wt0 = v0 ? expf(F0) * v : 0.f;
+    wt1 = v1 ? expf(F1) * s1 : 0.f;
+    cn = expf(2.f * F0) * v;  // lane 0's is c_n
+  } else {
+    const float s = role == 1 ? p.scale : 1.f;
+    wt0 = v0 ? s * expf(F0) : 0.f;
+    wt1 = v1 ? s * expf(F1) : 0.f;
+  }
+  float* row = p.ws.scan_wts + ((cidx * p.heads_q + h) * 3 + role) * kRscanWts;
+  *reinterpret_cast<float2*>(row + 2 * lane) = make_float2(wt0, wt1);
+  if (lane == 0) *reinterpret_cast<float4*>(row + C) = make_float4(expf(F[valid - 1]), cn, 0.f, 0.f);
 }
 
 // Segmented scans only: forms the carries from the run totals, walking the runs from the last to
