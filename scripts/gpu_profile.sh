@@ -3,8 +3,9 @@
 # backward's heaviest kernels at the benchmark shape: the details page and the instructions with the
 # most warp-stall samples (scripts/ncu_hotspots.py), as text under $OUT. Needs ncu (the H200
 # machine has it; --clock-control none leaves the clocks alone, as METHOD.md asks).
-# rscan: the reverse scan at T = 32768, B = 2 (the timing test's third shape).
-#   OUT=... GKA_BIN_DIR=.carry-final bash scripts/gpu_profile.sh [decode|bwd|rscan]...
+# rscan: the reverse scan at T = 32768, B = 2 (the timing test's third shape); scans: the forward's
+# scan and the reverse scans inside forward + backward at T = 32768 with bf16 chunk states.
+#   OUT=... GKA_BIN_DIR=.carry-final bash scripts/gpu_profile.sh [decode|bwd|rscan|scans]...
 set -u
 OUT="${OUT:-./gpu-profile-out}"; mkdir -p "$OUT"
 BIN="$(cd "${GKA_BIN_DIR:?prebuilt binaries}" && pwd)"
@@ -32,6 +33,9 @@ for what in "$@"; do
       for k in bwd_cov bwd_solve bwd_gla; do
         profile "$k" "$k" "$BIN/gka_bench_forward" --benchmark_filter='BM_forward_backward/2048'
       done ;;
+    scans)  # the forward's scan and the reverse scans at T = 32768 in the bf16 plan (bf16 chunk states)
+      profile fscan_t32768 state_scan_mma "$BIN/gka_bench_forward" --benchmark_filter='BM_forward_backward_bf16_states/32768'
+      profile rscan_bf16_t32768 bwd_reverse_scan "$BIN/gka_bench_forward" --benchmark_filter='BM_forward_backward_bf16_states/32768' ;;
     rscan)  # test_bwd_perf_rscan runs 9 launches per shape: the 21st is the third shape's third
       SKIP=20 profile rscan_t32768 bwd_reverse_scan "$BIN/gka_gpu_tests" "[perf][rscan]" ;;
   esac

@@ -440,7 +440,10 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
       states_h = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_h;
       states_s = static_cast<const uint8_t*>(args.forward_workspace) + FL.off_s;
     } else {
-      GKA_RETURN_IF_ERROR(detail::launch_state_scans(fa, geo, sh, ss, false, stream));
+      // the scans' decay rows go where the reverse scans' weights go later (bwd_scan_weights_kernel)
+      static_assert(3 * kernels::kRscanWts >= 2 * kernels::kScanDecayRow, "decay rows fit the weights region");
+      GKA_RETURN_IF_ERROR(detail::launch_state_scans(fa, geo, sh, ss, reinterpret_cast<float*>(ws + L.off_scan_wts),
+                                                     false, stream));
       states_h = sh;
       states_s = ss;
     }

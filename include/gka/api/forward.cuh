@@ -38,8 +38,13 @@ inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 struct ForwardLayout {
   int64_t chunk_bound = 0;
   size_t states_bytes = 0;  // one of H-bar / S-bar, in chunk_state_dtype
-  size_t off_h = 0, off_s = 0, off_table = 0, off_seqs = 0, total = 0;
+  size_t off_h = 0, off_s = 0, off_table = 0, off_seqs = 0, off_decays = 0, total = 0;
 };
+
+// The scans' decay rows (kernels::scan_decays_kernel).
+inline size_t scan_decays_bytes(int64_t chunk_bound, int64_t heads_q) {
+  return static_cast<size_t>(chunk_bound) * heads_q * 2 * kernels::kScanDecayRow * sizeof(float);
+}
 
 inline ForwardLayout forward_layout(const ForwardArgs& a) {
   ForwardLayout L;
@@ -56,6 +61,8 @@ inline ForwardLayout forward_layout(const ForwardArgs& a) {
     L.off_seqs = end;
     end += align_up(static_cast<size_t>(s.cu_seqlens.num_seqs) * sizeof(tiling::SeqEntry), 256);
   }
+  L.off_decays = end;
+  end += align_up(scan_decays_bytes(L.chunk_bound, s.heads_q), 256);
   L.total = end;
   return L;
 }
@@ -296,7 +303,7 @@ inline gating::Gate gate_of_h(const OperatorInputs& in) { return in.f.present() 
 // The chunk-state scans (spec 3.2): H-bar / S-bar before every chunk into states_h / states_s (fp32,
 // or bf16 with bf16_states), the final states into args.ht / args.st when present.
 inline Result launch_state_scans(const ForwardArgs& args, const tiling::ChunkGeometry& geo, void* states_h,
-                                 void* states_s, bool bf16_states, cudaStream_t stream) {
+                                 void* states_s, float* decays, bool bf16_states, cudaStream_t stream) {
   const ProblemShape& s = args.shape;
   const OperatorInputs& in = args.in;
   kernels::StateScanParams sp;
@@ -325,6 +332,12 @@ inline Result launch_state_scans(const ForwardArgs& args, const tiling::ChunkGeo
     sp.slot_type = pool.slot_type;
     sp.pad_slot = pool.pad_slot;
     sp.has_initial_state = pool.has_initial_state;
+  }
+  sp.decays = decays;
+  if (geo.chunk_bound > 0) {
+    kernels::scan_decays_kernel<><<<dim3(static_cast<unsigned>(geo.chunk_bound), static_cast<unsigned>(s.heads_q)),
+                                    kernels::kScanDecayThreads, 0, stream>>>(sp);
+    GKA_RETURN_IF_ERROR(cuda_result(cudaGetLastError(), "scan_decays_kernel launch"));
   }
   const int64_t nseq = s.num_states();
   return bf16_states ? launch_scan_any<__nv_bfloat16>(in.q.dtype, s.head_dim, sp, nseq, stream)
@@ -393,7 +406,8 @@ inline Result detail::forward_impl(const ForwardArgs& args, void* workspace, siz
   void* states_s = ws + L.off_s;
   // Validated to be fp32 or bf16: one template instantiation each, no branch in the kernels.
   const bool bf16_states = args.chunk_state_dtype == DType::kBF16;
-  GKA_RETURN_IF_ERROR(detail::launch_state_scans(args, geo, states_h, states_s, bf16_states, stream));
+  GKA_RETURN_IF_ERROR(detail::launch_state_scans(args, geo, states_h, states_s,
+                                                 reinterpret_cast<float*>(ws + L.off_decays), bf16_states, stream));
   if (probe != nullptr && probe->after_scan != nullptr)
     GKA_RETURN_IF_ERROR(detail::cuda_result(cudaEventRecord(probe->after_scan, stream), "probe event"));
   if (L.chunk_bound == 0) return Result::success();

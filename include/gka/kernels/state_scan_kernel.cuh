@@ -30,6 +30,8 @@ struct StateScanParams {
   bool l2norm_k = false, use_beta = false;
   StateTensor h0, s0, ht, st;
   void* states_h = nullptr;  // [chunk_bound][H_q][D][D] of TState
+  // [chunk_bound][H_q][2 (H, S)][kScanDecayRow]: the chunks' key decays (scan_decays_kernel)
+  float* decays = nullptr;
   void* states_s = nullptr;
   // Optional state pool (ForwardArgs::pool): h0 / s0 / ht / st then point at the pool, the initial
   // state of sequence n is read at slot read_slots[n] (zero at pad_slot or when
@@ -57,6 +59,36 @@ GKA_DEVICE inline void store_state2(TState* dst, float a, float b) {
 
 constexpr int kScanThreads = 256;
 constexpr int kScanChunk = 64;
+// A chunk's decay row: the decay of each of its keys to the chunk's end, e^{F_end - F_t} (0 past the
+// end), the chunk's decay e^{F_end} and 3 floats of padding (17 whole 16-byte cp.async pieces).
+constexpr int kScanDecayRow = kScanChunk + 4;
+constexpr int kScanDecayThreads = 64;  // one warp per recurrence (H, S)
+
+// The scans' decay rows, ahead of the scans: they are chunk-local, so this pass forms them for every
+// chunk at once and the scans' chains only load them with the chunk's rows (formed by warp 0 at the
+// top of every chunk they kept the other warps waiting at the barrier). Chunk-local cumsum, decays
+// from cumsum differences only (spec 8). Grid: (chunk_bound, H_q); warp 0: f (H), warp 1: g (S).
+// (A template only so that the header can be included by several translation units.)
+template <int C = kScanChunk>
+__global__ void __launch_bounds__(kScanDecayThreads) scan_decays_kernel(StateScanParams p) {
+  static_assert(C == 64, "a lane owns two tokens");
+  __shared__ float cumsum[2][C];
+  const int is_s = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t cidx = blockIdx.x, h = blockIdx.y;
+  const tiling::ChunkEntry ce = p.geo.chunk_entry(cidx);
+  if (ce.seq < 0) return;
+  const int64_t b = p.geo.sequence(ce.seq).b;
+  const gating::Gate gate = is_s ? p.gate_s : p.gate_h;
+  float* F = cumsum[is_s];
+  for (int t = lane; t < C; t += 32) F[t] = t < ce.len ? gate.at(b, ce.t0 + t, h) : 0.f;
+  __syncwarp();
+  gating::warp_cumsum64(F, ce.len, lane);
+  __syncwarp();
+  const float last = F[ce.len - 1];
+  float* row = p.decays + ((cidx * p.heads_q + h) * 2 + is_s) * kScanDecayRow;
+  for (int t = lane; t < C; t += 32) row[t] = t < ce.len ? gating::decay(last, F[t]) : 0.f;
+  if (lane == 0) *reinterpret_cast<float4*>(row + C) = make_float4(__expf(last), 0.f, 0.f, 0.f);
+}
 
 // What one scan CTA advances: its (sequence, head), which recurrence (blockIdx.y: 0 = H from
 // (k, k, f), 1 = S from (k, v, g)), where its token rows start, and its initial and final states.
@@ -97,47 +129,23 @@ struct ScanTask {
   GKA_DEVICE int chunk_valid(int64_t n) const {
     return static_cast<int>(se.len - n * kScanChunk < kScanChunk ? se.len - n * kScanChunk : kScanChunk);
   }
-  // Warp 0: raw log-gates of chunk n into g (lane t holds tokens t and t + 32), loaded one chunk
-  // ahead so the gather stays off the per-chunk critical path.
-  GKA_DEVICE void prefetch_gates(int64_t n, int lane, float (&g)[2]) const {
-    const int valid = chunk_valid(n);
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      const int t = lane + 32 * q;
-      g[q] = t < valid ? gate.at(se.b, se.t0 + n * kScanChunk + t, h) : 0.f;
-    }
-  }
-  // Warp 0, after gates[] holds the chunk's raw log-gates: chunk-local cumsum, the decay of every
-  // key to the chunk end and the whole chunk's decay, from cumsum differences only (spec 8).
-  GKA_DEVICE static void chunk_decays(float* gates, int valid, int lane, float* key_decay, float* chunk_decay) {
-    __syncwarp();
-    gating::warp_cumsum64(gates, valid, lane);
-    __syncwarp();
-    const float last = gates[valid - 1];
-    for (int t = lane; t < kScanChunk; t += 32) key_decay[t] = t < valid ? gating::decay(last, gates[t]) : 0.f;
-    if (lane == 0) *chunk_decay = __expf(last);
-  }
   // cp.async chunk n's key [and value] rows into the raw stage st (values at st + tile), `pitch`
-  // bytes per token row; one commit group.
+  // bytes per token row, and its decay row into decay_dst; one commit group.
   template <int D>
-  GKA_DEVICE void issue_chunk(uint8_t* st, int pitch, int tile, int64_t n, int tid) const {
+  GKA_DEVICE void issue_chunk(const StateScanParams& p, uint8_t* st, int pitch, int tile, float* decay_dst, int64_t n,
+                              int tid) const {
     const int64_t t0 = se.t0 + n * kScanChunk;
     const int valid = chunk_valid(n);
+    if (tid < kScanDecayRow / 4)
+      tiling::cp_async_16(decay_dst + 4 * tid,
+                          p.decays + (((se.chunk0 + n) * p.heads_q + h) * 2 + (is_s ? 1 : 0)) * kScanDecayRow + 4 * tid,
+                          true);
     tiling::load_rows_async(st, pitch, kbase + t0 * kstride, kstride, D * sizeof(Tin), kScanChunk, valid, tid,
                             kScanThreads);
     if (is_s)
       tiling::load_rows_async(st + tile, pitch, vbase + t0 * vstride, vstride, D * sizeof(Tin), kScanChunk, valid, tid,
                               kScanThreads);
     tiling::cp_async_commit();
-  }
-  // Warp 0 at the top of chunk n: the gates prefetched into g_next become gates[], chunk n + 1's
-  // are prefetched, and the decays of chunk n are formed.
-  GKA_DEVICE void take_gates(int64_t n, int valid, int lane, float (&g_next)[2], float* gates, float* key_decay,
-                             float* chunk_decay) const {
-    gates[lane] = g_next[0];
-    gates[lane + 32] = g_next[1];
-    if (n + 1 < nchunks) prefetch_gates(n + 1, lane, g_next);
-    chunk_decays(gates, valid, lane, key_decay, chunk_decay);
   }
   // Per-token scales of the fused transforms (l2norm of k, beta) of the chunk at token t0, from
   // its raw key tile: 8 tokens per warp.
@@ -197,7 +205,8 @@ struct ScanSmem {
   static constexpr int kTile = kScanChunk * kPitch;
   // [stage][keys, values] raw tiles, then per-token scalars.
   static constexpr int kScalars = 2 * kTile * 2;
-  static constexpr int kBytes = kScalars + 5 * kScanChunk * 4;
+  // decay rows [2 stages], key / value scales
+  static constexpr int kBytes = kScalars + (2 * kScanDecayRow + 2 * kScanChunk) * 4;
 };
 
 template <class Tin, int D, bool kSplit, class TState = float>
@@ -205,11 +214,9 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
   using Smem = ScanSmem<Tin, D>;
   constexpr int NT = D / 16;  // n8 tiles per warp (D/2 columns)
   extern __shared__ __align__(128) uint8_t smem[];
-  float* gates = reinterpret_cast<float*>(smem + Smem::kScalars);
-  float* key_decay = gates + kScanChunk;
-  float* key_scale = key_decay + kScanChunk;
+  float* decay_rows = reinterpret_cast<float*>(smem + Smem::kScalars);  // [2 stages][kScanDecayRow]
+  float* key_scale = decay_rows + 2 * kScanDecayRow;
   float* val_scale = key_scale + kScanChunk;
-  float* misc = val_scale + kScanChunk;  // [0] = chunk decay
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const ScanTask<Tin, TState> task(p);
@@ -226,12 +233,10 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
   task.load_initial(acc, row0, col0, lane);
 
   auto issue = [&](int64_t n) {
-    task.template issue_chunk<D>(smem + (n & 1) * 2 * Smem::kTile, Smem::kPitch, Smem::kTile, n, tid);
+    task.template issue_chunk<D>(p, smem + (n & 1) * 2 * Smem::kTile, Smem::kPitch, Smem::kTile,
+                                 decay_rows + (n & 1) * kScanDecayRow, n, tid);
   };
   if (nchunks > 0) issue(0);
-  // Gates of the next chunk are loaded one iteration ahead (warp 0), off the per-chunk critical path.
-  float g_next[2] = {0.f, 0.f};
-  if (warp == 0 && nchunks > 0) task.prefetch_gates(0, lane, g_next);
 
   for (int64_t n = 0; n < nchunks; ++n) {
     const int64_t t0 = se.t0 + n * kScanChunk;
@@ -242,9 +247,8 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
     } else {
       tiling::cp_async_wait<0>();
     }
-    // gates: chunk-local cumsum, decays from differences only
-    if (warp == 0) task.take_gates(n, valid, lane, g_next, gates, key_decay, &misc[0]);
-    __syncthreads();  // raw tiles of chunk n visible to all threads
+    __syncthreads();  // raw tiles and decays of chunk n visible to all threads
+    const float* key_decay = decay_rows + (n & 1) * kScanDecayRow;
     const uint8_t* st = smem + (n & 1) * 2 * Smem::kTile;
     const tiling::RawTile<Tin> keys{st, Smem::kPitch};
     const tiling::RawTile<Tin> vals{is_s ? st + Smem::kTile : st, Smem::kPitch};
@@ -261,7 +265,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_kernel(StateScanParam
       }
     }
     __syncthreads();
-    tiling::state_chunk_update<Tin, NT, kSplit>(acc, misc[0], keys, vals, key_decay, key_scale, val_scale, row0,
+    tiling::state_chunk_update<Tin, NT, kSplit>(acc, key_decay[kScanChunk], keys, vals, key_decay, key_scale, val_scale, row0,
                                                 col0, lane);
     __syncthreads();  // the stage may be overwritten by the load issued in the next iteration
   }
@@ -293,7 +297,8 @@ struct ScanMmaSmem {
   static constexpr int kStagePitch = kCols + 8;
   static constexpr int kStageBase = kOpBase + 2 * kOpTile;  // hi, lo
   static constexpr int kScalars = kStageBase + 8 * 8 * kStagePitch * 4;
-  static constexpr int kBytes = kScalars + 5 * kScanChunk * 4;
+  // decay rows [2 stages], key / value scales
+  static constexpr int kBytes = kScalars + (2 * kScanDecayRow + 2 * kScanChunk) * 4;
 };
 
 template <int D, int kRows, class TState = float>
@@ -307,11 +312,9 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* op_hi = smem + Smem::kOpBase;
   uint8_t* op_lo = op_hi + Smem::kOpTile;
-  float* gates = reinterpret_cast<float*>(smem + Smem::kScalars);
-  float* key_decay = gates + kScanChunk;
-  float* key_scale = key_decay + kScanChunk;
+  float* decay_rows = reinterpret_cast<float*>(smem + Smem::kScalars);  // [2 stages][kScanDecayRow]
+  float* key_scale = decay_rows + 2 * kScanDecayRow;
   float* val_scale = key_scale + kScanChunk;
-  float* misc = val_scale + kScanChunk;  // [0] = chunk decay
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const ScanTask<__nv_bfloat16, TState> task(p);
@@ -330,27 +333,23 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
   task.load_initial(acc, row0, col0, lane);
 
   auto issue = [&](int64_t n) {
-    task.template issue_chunk<D>(smem + (n & 1) * 2 * Smem::kRawTile, Smem::kRawPitch, Smem::kRawTile, n, tid);
+    task.template issue_chunk<D>(p, smem + (n & 1) * 2 * Smem::kRawTile, Smem::kRawPitch, Smem::kRawTile,
+                                 decay_rows + (n & 1) * kScanDecayRow, n, tid);
   };
-  // Gates of the next chunk are loaded one iteration ahead (warp 0), off the per-chunk critical path.
-  float g_next[2] = {0.f, 0.f};
   if (nchunks > 0) issue(0);
-  if (warp == 0 && nchunks > 0) task.prefetch_gates(0, lane, g_next);
   if (!scaled && tid < kScanChunk) {  // unit scales, written once
     key_scale[tid] = 1.f;
     val_scale[tid] = 1.f;
   }
 
-  // One barrier pair per chunk: (A) raw tile + gates of chunk n ready and every warp done with chunk
-  // n-1's MMA (so its stage and the operand tiles may be overwritten); (B) operand tiles ready. The
-  // chunk decay and the key decays are read before (B): warp 0 rewrites them before the next (A).
+  // One barrier pair per chunk: (A) raw tile + decay row of chunk n ready and every warp done with
+  // chunk n-1's MMA (so its stage and the operand tiles may be overwritten); (B) operand tiles ready.
   for (int64_t n = 0; n < nchunks; ++n) {
     const int64_t t0 = se.t0 + n * kScanChunk;
     const int valid = task.chunk_valid(n);
     tiling::cp_async_wait<0>();
-    // gates: chunk-local cumsum, decays from differences only
-    if (warp == 0) task.take_gates(n, valid, lane, g_next, gates, key_decay, &misc[0]);
     __syncthreads();  // (A)
+    const float* key_decay = decay_rows + (n & 1) * kScanDecayRow;
     if (n + 1 < nchunks) issue(n + 1);  // overlaps everything below
     uint8_t* st = smem + (n & 1) * 2 * Smem::kRawTile;
     uint8_t* vals = is_s ? st + Smem::kRawTile : st;
@@ -385,7 +384,7 @@ __global__ void __launch_bounds__(kScanThreads) state_scan_mma_kernel(StateScanP
         __syncwarp();
       }
     }
-    const float chunk_decay = misc[0];
+    const float chunk_decay = key_decay[kScanChunk];
     // decayed keys of this tile's rows, split hi + lo: 8 rows (16 bytes) of one token per item
     for (int i = tid; i < kScanChunk * kRows / 8; i += kScanThreads) {
       const int t = i / (kRows / 8), g8 = (i % (kRows / 8)) * 8;
