@@ -423,8 +423,11 @@ TEST_CASE("forward: bf16 chunk states halve the workspace's state arrays", "[gpu
   const size_t ws32 = gka::forward_workspace_size(a);
   a.chunk_state_dtype = gka::DType::kBF16;
   const size_t ws16 = gka::forward_workspace_size(a);
-  CHECK(ws32 == 2 * ws16);  // dense: the workspace is exactly the two state arrays
-  CHECK(ws16 == static_cast<size_t>(2 * 2 * (4096 / 64) * 4 * 128 * 128 * 2));
+  // dense: the two state arrays and the scans' decay rows (chunks x heads x 2 x kScanDecayRow floats)
+  const size_t decay_rows = static_cast<size_t>(2 * (4096 / 64) * 4 * 2 * gka::kernels::kScanDecayRow * 4);
+  const size_t states16 = static_cast<size_t>(2 * 2 * (4096 / 64) * 4 * 128 * 128 * 2);
+  CHECK(ws16 == states16 + decay_rows);
+  CHECK(ws32 == 2 * states16 + decay_rows);
 }
 
 TEST_CASE("forward: extreme gates, zero keys, strided inputs", "[gpu][forward][edge]") {

@@ -145,7 +145,7 @@ GKA_DEVICE inline void split_in_place(uint8_t* tile, int pitch, DType t, const f
   constexpr int kItems = kRscanChunk * kCols / 8 / kRscanThreads;
   static_assert(kItems * kRscanThreads * 8 == kRscanChunk * kCols, "items per thread");
   if (t == DType::kFP32) {
-#pragma unroll 1
+#pragma unroll
     for (int u = 0; u < kItems; ++u) {
       const int i = tid + u * kRscanThreads, row = i / (kCols / 8), g = i % (kCols / 8);
       uint8_t* p = tile + row * pitch + g * 32;

@@ -32,6 +32,20 @@ GKA_DEVICE inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n
 GKA_DEVICE inline void load_rows_async(uint8_t* dst, int dst_pitch, const uint8_t* src, int64_t stride_bytes,
                                        int row_bytes, int rows, int valid_rows, int tid, int nthreads) {
   const int per_row = row_bytes / 16;
+  if (nthreads % per_row == 0) {
+    // The threads cover whole rows (every scan's case): each keeps one 16-byte column and walks its
+    // rows by pointer additions, with no division or 64-bit multiply per piece (the reverse scans'
+    // row widths are runtime values, so the division was a real one there).
+    const int ch = tid % per_row, step = nthreads / per_row;
+    int t = tid / per_row;
+    const uint8_t* s = src + t * stride_bytes + ch * 16;
+    uint8_t* d = dst + t * dst_pitch + ch * 16;
+    for (; t < rows; t += step, s += step * stride_bytes, d += step * dst_pitch) {
+      const bool ok = t < valid_rows;
+      cp_async_16(d, ok ? s : src, ok);
+    }
+    return;
+  }
   for (int i = tid; i < rows * per_row; i += nthreads) {
     const int t = i / per_row, ch = i % per_row;
     const bool ok = t < valid_rows;
