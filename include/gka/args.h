@@ -116,12 +116,11 @@ struct BackwardArgs {
   const void* forward_workspace = nullptr;
   DType chunk_state_dtype = DType::kFP32;
   // GPU backward only, optional: a second CUDA stream (a cudaStream_t; kept as void* so this header
-  // needs no CUDA). The backward then runs the two halves of the kv heads as two kernel chains, the
-  // second started when the first half's adjoint solve is done, so one half's bandwidth-bound
-  // reverse scan shares the GPU with the other half's compute-bound kernels. Everything still
-  // starts after and finishes before the work on the main stream (event fork / join, CUDA-graph
-  // capturable); results are bitwise those of the one-stream call. Ignored with an odd H_kv or when
-  // it is the call's own stream.
+  // needs no CUDA). The backward then runs the reverse scans that only the covariance adjoint needs
+  // on it, while the call's stream runs the S^ scan and the GLA adjoint, so that the scans' chain
+  // through a long sequence shares the GPU with compute-bound work. Everything still starts after
+  // and finishes before the work on the main stream (event fork / join, CUDA-graph capturable);
+  // results are bitwise those of the one-stream call. Ignored when it is the call's own stream.
   void* overlap_stream = nullptr;
   // GPU backward only: how many runs of chunks each sequence's reverse scans are cut into, each
   // scanned by its own CTAs (a long sequence is otherwise one long chain; docs/gpu-backward.md).

@@ -225,92 +225,122 @@ inline Result launch_checked(std::atomic<uint64_t>& smem_set, Kernel kern, dim3 
   return cuda_result(cudaGetLastError(), what);
 }
 
-// The chunk kernels for the query heads p.head0 .. + p.heads_grid (all when heads_grid is 0).
-// after_solve, when given, is recorded right after the adjoint solve.
+// The backward's chunk kernels, one step each (kernels/backward_params.cuh lists the sequence).
+template <int D, class TState>
+inline Result launch_bwd_solve(const kernels::BackwardParams& p, bool split, cudaStream_t stream) {
+  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
+  if (cb == 0) return Result::success();
+  if (split) {
+    static std::atomic<uint64_t> s{0};
+    return launch_checked(s, kernels::bwd_solve_kernel<D, true, TState>, dim3(cb, hq), kernels::kBwdSolveThreads,
+                          kernels::BwdSolveSmem<D, true>::kBytes, stream, p, "bwd_solve_kernel");
+  }
+  static std::atomic<uint64_t> s{0};
+  return launch_checked(s, kernels::bwd_solve_kernel<D, false, TState>, dim3(cb, hq), kernels::kBwdSolveThreads,
+                        kernels::BwdSolveSmem<D, false>::kBytes, stream, p, "bwd_solve_kernel");
+}
+
+inline Result launch_scan_weights(const kernels::BackwardParams& p, cudaStream_t stream) {
+  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
+  if (cb == 0) return Result::success();
+  kernels::bwd_scan_weights_kernel<><<<dim3(cb, hq), kernels::kScanWeightsThreads, 0, stream>>>(p);
+  return cuda_result(cudaGetLastError(), "bwd_scan_weights_kernel");
+}
+
+// The reverse scans of `roles` (kernels::RscanRoles); then, once all three are done (kRscanAll, or
+// the caller after both halves), the carries of segmented scans (launch_scan_carries).
+template <int D, class TState>
+inline Result launch_reverse_scans(const kernels::BackwardParams& p, int64_t num_seqs, kernels::RscanRoles roles,
+                                   cudaStream_t stream) {
+  kernels::BackwardParams q = p;
+  q.rscan_roles = roles;
+  const unsigned ny = roles == kernels::kRscanAll ? 3 : roles == kernels::kRscanSHat ? 1 : 2;
+  static std::atomic<uint64_t> s{0};
+  return launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState, TState>,
+                        dim3(static_cast<unsigned>(num_seqs * p.seg.count * p.heads_q), ny, D / 64),
+                        kernels::kRscanThreads, kernels::RscanSmem<D>::kBytes, stream, q, "bwd_reverse_scan_kernel");
+}
+
+template <int D>
+inline Result launch_scan_carries(const kernels::BackwardParams& p, int64_t num_seqs, cudaStream_t stream) {
+  if (p.seg.count <= 1 || num_seqs == 0) return Result::success();
+  kernels::bwd_scan_carry_kernel<D><<<dim3(static_cast<unsigned>(num_seqs * p.heads_q), 2,
+                                           D * D / (4 * kernels::kCarryThreads)),
+                                      kernels::kCarryThreads, 0, stream>>>(p);
+  return cuda_result(cudaGetLastError(), "bwd_scan_carry_kernel");
+}
+
+// With segmented scans the chunks that add a carry run in a second launch of each kernel.
+template <int D, class TState>
+inline Result launch_bwd_gla(const kernels::BackwardParams& p, cudaStream_t stream) {
+  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
+  if (cb == 0) return Result::success();
+  static std::atomic<uint64_t> s{0}, sc{0};
+  GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_gla_kernel<D, TState, TState>, dim3(cb, hq),
+                                     kernels::kBwdGlaThreads, kernels::BwdGlaSmem<D>::kBytes, stream, p,
+                                     "bwd_gla_kernel"));
+  if (p.seg.count <= 1) return Result::success();
+  return launch_checked(sc, kernels::bwd_gla_kernel<D, TState, TState, true>, dim3(cb, hq), kernels::kBwdGlaThreads,
+                        kernels::BwdGlaSmem<D>::kBytes, stream, p, "bwd_gla_kernel (carry)");
+}
+
+template <int D, class TState>
+inline Result launch_bwd_cov(const kernels::BackwardParams& p, cudaStream_t stream) {
+  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
+  if (cb == 0) return Result::success();
+  static std::atomic<uint64_t> s{0}, sc{0};
+  GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_cov_kernel<D, TState, TState>, dim3(cb, hq),
+                                     kernels::kBwdCovThreads, kernels::BwdCovSmem<D>::kBytes, stream, p,
+                                     "bwd_cov_kernel"));
+  if (p.seg.count <= 1) return Result::success();
+  return launch_checked(sc, kernels::bwd_cov_kernel<D, TState, TState, true>, dim3(cb, hq), kernels::kBwdCovThreads,
+                        kernels::BwdCovSmem<D>::kBytes, stream, p, "bwd_cov_kernel (carry)");
+}
+
+// The chunk kernels on one stream, with the probe's events between them.
 template <int D, class TState>
 inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool split, int64_t num_seqs,
-                                      cudaStream_t stream, const BackwardProbe* probe,
-                                      cudaEvent_t after_solve = nullptr) {
-  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound);
-  const unsigned hq = static_cast<unsigned>(p.heads_grid > 0 ? p.heads_grid : p.heads_q);
-  if (cb > 0) {
-    if (split) {
-      static std::atomic<uint64_t> s{0};
-      GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_solve_kernel<D, true, TState>, dim3(cb, hq),
-                                         kernels::kBwdSolveThreads, kernels::BwdSolveSmem<D, true>::kBytes, stream, p,
-                                         "bwd_solve_kernel"));
-    } else {
-      static std::atomic<uint64_t> s{0};
-      GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_solve_kernel<D, false, TState>, dim3(cb, hq),
-                                         kernels::kBwdSolveThreads, kernels::BwdSolveSmem<D, false>::kBytes, stream, p,
-                                         "bwd_solve_kernel"));
-    }
-  }
+                                      cudaStream_t stream, const BackwardProbe* probe) {
+  GKA_RETURN_IF_ERROR((launch_bwd_solve<D, TState>(p, split, stream)));
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_solve, stream));
-  if (after_solve != nullptr) GKA_RETURN_IF_ERROR(cuda_result(cudaEventRecord(after_solve, stream), "overlap event"));
-  if (cb > 0) {
-    kernels::bwd_scan_weights_kernel<><<<dim3(cb, hq), kernels::kScanWeightsThreads, 0, stream>>>(p);
-    GKA_RETURN_IF_ERROR(cuda_result(cudaGetLastError(), "bwd_scan_weights_kernel"));
-  }
-  {
-    static std::atomic<uint64_t> s{0};
-    GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_reverse_scan_kernel<D, TState, TState>,
-                                       dim3(static_cast<unsigned>(num_seqs * p.seg.count * hq), 3, D / 64),
-                                       kernels::kRscanThreads, kernels::RscanSmem<D>::kBytes, stream, p,
-                                       "bwd_reverse_scan_kernel"));
-    if (p.seg.count > 1 && num_seqs > 0) {
-      kernels::bwd_scan_carry_kernel<D><<<dim3(static_cast<unsigned>(num_seqs * hq), 2,
-                                               D * D / (4 * kernels::kCarryThreads)),
-                                          kernels::kCarryThreads, 0, stream>>>(p);
-      GKA_RETURN_IF_ERROR(cuda_result(cudaGetLastError(), "bwd_scan_carry_kernel"));
-    }
-  }
+  GKA_RETURN_IF_ERROR(launch_scan_weights(p, stream));
+  GKA_RETURN_IF_ERROR((launch_reverse_scans<D, TState>(p, num_seqs, kernels::kRscanAll, stream)));
+  GKA_RETURN_IF_ERROR(launch_scan_carries<D>(p, num_seqs, stream));
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_rscan, stream));
-  // with segmented scans, the chunks that add a carry run in a second launch of each kernel
-  const bool carried = p.seg.count > 1;
-  if (cb > 0) {
-    static std::atomic<uint64_t> s1{0}, s1c{0};
-    GKA_RETURN_IF_ERROR(launch_checked(s1, kernels::bwd_gla_kernel<D, TState, TState>, dim3(cb, hq), kernels::kBwdGlaThreads,
-                                       kernels::BwdGlaSmem<D>::kBytes, stream, p, "bwd_gla_kernel"));
-    if (carried)
-      GKA_RETURN_IF_ERROR(launch_checked(s1c, kernels::bwd_gla_kernel<D, TState, TState, true>, dim3(cb, hq),
-                                         kernels::kBwdGlaThreads, kernels::BwdGlaSmem<D>::kBytes, stream, p,
-                                         "bwd_gla_kernel (carry)"));
-  }
+  GKA_RETURN_IF_ERROR((launch_bwd_gla<D, TState>(p, stream)));
   GKA_RETURN_IF_ERROR(record(probe, &BackwardProbe::after_gla, stream));
-  if (cb > 0) {
-    static std::atomic<uint64_t> s2{0}, s2c{0};
-    GKA_RETURN_IF_ERROR(launch_checked(s2, kernels::bwd_cov_kernel<D, TState, TState>, dim3(cb, hq), kernels::kBwdCovThreads,
-                                       kernels::BwdCovSmem<D>::kBytes, stream, p, "bwd_cov_kernel"));
-    if (carried)
-      GKA_RETURN_IF_ERROR(launch_checked(s2c, kernels::bwd_cov_kernel<D, TState, TState, true>, dim3(cb, hq),
-                                         kernels::kBwdCovThreads, kernels::BwdCovSmem<D>::kBytes, stream, p,
-                                         "bwd_cov_kernel (carry)"));
-  }
+  GKA_RETURN_IF_ERROR((launch_bwd_cov<D, TState>(p, stream)));
   return record(probe, &BackwardProbe::after_cov, stream);
 }
 
-// With BackwardArgs::overlap_stream: heads [0, H/2) on `stream`, heads [H/2, H) on `side`, the side
-// chain started once the first half's solve is done (so its solve meets the first half's reverse
-// scan, and its scan the first half's GLA / cov); `stream` then waits for the side chain. Kernels
-// of the two halves touch disjoint heads of every array: bitwise the one-stream result.
+// With BackwardArgs::overlap_stream: the reverse scans that only the cov kernel needs (R-bar, B~) run
+// on `side`, forked once the weights pass is done, while `stream` runs the S^ scan and then the GLA
+// kernel, which needs nothing else; the cov kernel waits for both. On long sequences the scans are
+// a chain through every chunk that leaves SMs idle, and the GLA kernel fills them. Segmented scans
+// need every run total for their carries, so there the GLA kernel waits for both scans too.
+// Kernels of the two chains write disjoint arrays: bitwise the one-stream result.
 template <int D, class TState>
 inline Result launch_backward_kernels_overlapped(const kernels::BackwardParams& p, bool split, int64_t num_seqs,
                                                  cudaStream_t stream, cudaStream_t side) {
-  cudaEvent_t solved = nullptr, joined = nullptr;
-  Result r = cuda_result(cudaEventCreateWithFlags(&solved, cudaEventDisableTiming), "overlap event");
-  if (r.ok()) r = cuda_result(cudaEventCreateWithFlags(&joined, cudaEventDisableTiming), "overlap event");
-  kernels::BackwardParams half = p;
-  half.heads_grid = p.heads_q / 2;
-  if (r.ok()) r = launch_backward_kernels<D, TState>(half, split, num_seqs, stream, nullptr, solved);
-  half.head0 = half.heads_grid;
-  if (r.ok()) r = cuda_result(cudaStreamWaitEvent(side, solved, 0), "overlap wait");
-  if (r.ok()) r = launch_backward_kernels<D, TState>(half, split, num_seqs, side, nullptr);
-  if (r.ok()) r = cuda_result(cudaEventRecord(joined, side), "overlap event");
-  if (r.ok()) r = cuda_result(cudaStreamWaitEvent(stream, joined, 0), "overlap wait");
+  cudaEvent_t forked = nullptr, scanned = nullptr;
+  Result r = cuda_result(cudaEventCreateWithFlags(&forked, cudaEventDisableTiming), "overlap event");
+  if (r.ok()) r = cuda_result(cudaEventCreateWithFlags(&scanned, cudaEventDisableTiming), "overlap event");
+  if (r.ok()) r = launch_bwd_solve<D, TState>(p, split, stream);
+  if (r.ok()) r = launch_scan_weights(p, stream);
+  if (r.ok()) r = cuda_result(cudaEventRecord(forked, stream), "overlap event");
+  if (r.ok()) r = cuda_result(cudaStreamWaitEvent(side, forked, 0), "overlap wait");
+  if (r.ok()) r = launch_reverse_scans<D, TState>(p, num_seqs, kernels::kRscanCov, side);
+  if (r.ok()) r = cuda_result(cudaEventRecord(scanned, side), "overlap event");
+  if (r.ok()) r = launch_reverse_scans<D, TState>(p, num_seqs, kernels::kRscanSHat, stream);
+  const bool segmented = p.seg.count > 1;
+  if (r.ok() && segmented) r = cuda_result(cudaStreamWaitEvent(stream, scanned, 0), "overlap wait");
+  if (r.ok()) r = launch_scan_carries<D>(p, num_seqs, stream);
+  if (r.ok()) r = launch_bwd_gla<D, TState>(p, stream);
+  if (r.ok() && !segmented) r = cuda_result(cudaStreamWaitEvent(stream, scanned, 0), "overlap wait");
+  if (r.ok()) r = launch_bwd_cov<D, TState>(p, stream);
   // destroying a recorded event is legal: its resources go once the work it tracks is done
-  if (solved != nullptr) cudaEventDestroy(solved);
-  if (joined != nullptr) cudaEventDestroy(joined);
+  if (forked != nullptr) cudaEventDestroy(forked);
+  if (scanned != nullptr) cudaEventDestroy(scanned);
   return r;
 }
 
@@ -520,8 +550,8 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   const bool split = args.in.q.dtype != DType::kBF16;  // the forward's operand policy
   Result r = Result::success();
   cudaStream_t side = static_cast<cudaStream_t>(args.overlap_stream);
-  // two chains only where the heads halve on a kv-head boundary (and not while probing stage times)
-  if (side != nullptr && side != stream && s.heads_kv % 2 == 0 && probe == nullptr) {
+  // two chains (not while probing stage times)
+  if (side != nullptr && side != stream && probe == nullptr) {
     if (D == 64)
       r = L.bf16_states ? detail::launch_backward_kernels_overlapped<64, __nv_bfloat16>(p, split, N, stream, side)
                       : detail::launch_backward_kernels_overlapped<64, float>(p, split, N, stream, side);

@@ -84,6 +84,11 @@ struct ScanSegments {
   }
 };
 
+// Which reverse scans one bwd_reverse_scan_kernel launch runs (its grid's y): all three (y = 3), S^
+// alone (y = 1: what the GLA kernel needs), or R-bar and B~ (y = 2: what the cov kernel needs), so
+// that with a second stream the GLA kernel can start once S^ is done (api/backward.cuh).
+enum RscanRoles : int { kRscanAll = 0, kRscanSHat = 1, kRscanCov = 2 };
+
 struct BackwardParams {
   tiling::ChunkGeometry geo;
   int64_t heads_q = 0, group = 1;  // group = H_q / H_kv; query head h reads kv head h / group
@@ -110,6 +115,7 @@ struct BackwardParams {
                                    // ws (what the per-kernel tests read)
   BackwardWorkspace ws;
   ScanSegments seg;
+  int rscan_roles = kRscanAll;  // RscanRoles of a reverse-scan launch
 };
 
 // What the per-chunk states of chunk cidx miss under a segmented scan: factor * the carry in

@@ -24,7 +24,7 @@
 // run's end (roles 0, 1) and ends with the run's total instead of the per-sequence state;
 // bwd_scan_carry_kernel below then forms the carries and the per-sequence states.
 //
-// Grid: (num_seqs * segments * H_q, 3 roles, D / 64 row tiles). Block: 256 threads; warp w owns state rows
+// Grid: (num_seqs * segments * H_q, 3 roles (or p.rscan_roles' subset), D / 64 row tiles). Block: 256 threads; warp w owns state rows
 // 16 (w % 4).. of the 64-row tile and columns (w / 4) * D/2 ...
 //
 // Organisation (why; measured on H200, see tests/gpu/test_bwd_perf_rscan.cu). The previous version
@@ -145,7 +145,7 @@ GKA_DEVICE inline void split_in_place(uint8_t* tile, int pitch, DType t, const f
   constexpr int kItems = kRscanChunk * kCols / 8 / kRscanThreads;
   static_assert(kItems * kRscanThreads * 8 == kRscanChunk * kCols, "items per thread");
   if (t == DType::kFP32) {
-#pragma unroll
+#pragma unroll 1
     for (int u = 0; u < kItems; ++u) {
       const int i = tid + u * kRscanThreads, row = i / (kCols / 8), g = i % (kCols / 8);
       uint8_t* p = tile + row * pitch + g * 32;
@@ -249,7 +249,7 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   constexpr int C = kRscanChunk;
   constexpr int KP = Smem::kKeyPitch, VP = Smem::kValPitch;
   static_assert(NT % 2 == 0, "B fragments are loaded two n8 tiles at a time");
-  const int role = blockIdx.y;
+  const int role = p.rscan_roles == kRscanSHat ? 1 : p.rscan_roles == kRscanCov ? 2 * blockIdx.y : blockIdx.y;
   if (role == 2 && !p.bp_lambda) return;
   extern __shared__ __align__(128) uint8_t smem[];
   float* wts = reinterpret_cast<float*>(smem + Smem::kScalars);  // [2 stages][kRscanWts]: the chunk's weights row
