@@ -92,9 +92,6 @@ enum RscanRoles : int { kRscanAll = 0, kRscanSHat = 1, kRscanCov = 2 };
 struct BackwardParams {
   tiling::ChunkGeometry geo;
   int64_t heads_q = 0, group = 1;  // group = H_q / H_kv; query head h reads kv head h / group
-  // the query heads one launch covers: head0 .. head0 + heads_grid - 1 (heads_grid 0: all heads_q);
-  // the solve / GLA / cov grids' y and the reverse scan's x count heads from head0
-  int64_t head0 = 0, heads_grid = 0;
   TokenTensor q, k, v, alpha;      // the operator's inputs (fusions already applied: see api/backward.cuh)
   TokenTensor x, nu, d_o;          // saved x (any float dtype), nu (fp32), incoming do
   gating::Gate gate_h, gate_s;     // f (H) and g (S) log-decays; f = g when f is absent

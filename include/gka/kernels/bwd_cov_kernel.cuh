@@ -218,7 +218,7 @@ __device__ __forceinline__ void bwd_cov_body(const BackwardParams& p, const Chun
   constexpr bool kHLo = !std::is_same<TState, __nv_bfloat16>::value;  // a bf16 Hbar is exact
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
   const int slab = warp;  // rows 16 slab ..
-  const int64_t cidx = blockIdx.x, h = p.head0 + blockIdx.y, hk = h / p.group;
+  const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
   const int64_t b = p.geo.varlen ? 0 : ce.seq, t0 = ce.t0;
@@ -529,7 +529,7 @@ __global__ void __launch_bounds__(kBwdCovThreads, 2) bwd_cov_kernel(BackwardPara
   ChunkCarry cc;
   if (p.seg.count > 1) {  // without segments nothing to look up: the one launch runs every chunk
     const tiling::ChunkEntry ce = p.geo.chunk_entry(blockIdx.x);
-    if (ce.seq >= 0) cc = chunk_carry<D>(p, blockIdx.x, ce, p.head0 + blockIdx.y, false);
+    if (ce.seq >= 0) cc = chunk_carry<D>(p, blockIdx.x, ce, blockIdx.y, false);
   }
   if ((cc.index >= 0) != kCarry) return;
   if (p.k.dtype == DType::kBF16) bwd_cov_body<D, TState, TWs, false, kCarry>(p, cc, smem);

@@ -169,7 +169,7 @@ __device__ __forceinline__ void bwd_gla_body(const BackwardParams& p, const Chun
   constexpr int kT = kBwdGlaThreads, kW = kT / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
   const int slab = warp;  // rows 16 slab ..
-  const int64_t cidx = blockIdx.x, h = p.head0 + blockIdx.y, hk = h / p.group;
+  const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
   const int64_t b = p.geo.varlen ? 0 : ce.seq;
@@ -405,7 +405,7 @@ __global__ void __launch_bounds__(kBwdGlaThreads, 2) bwd_gla_kernel(BackwardPara
   ChunkCarry cc;
   if (p.seg.count > 1) {  // without segments nothing to look up: the one launch runs every chunk
     const tiling::ChunkEntry ce = p.geo.chunk_entry(blockIdx.x);
-    if (ce.seq >= 0) cc = chunk_carry<D>(p, blockIdx.x, ce, p.head0 + blockIdx.y, true);
+    if (ce.seq >= 0) cc = chunk_carry<D>(p, blockIdx.x, ce, blockIdx.y, true);
   }
   if ((cc.index >= 0) != kCarry) return;
   if (p.k.dtype == DType::kBF16 && p.v.dtype == DType::kBF16 && p.d_o.dtype == DType::kBF16)

@@ -24,8 +24,8 @@
 // run's end (roles 0, 1) and ends with the run's total instead of the per-sequence state;
 // bwd_scan_carry_kernel below then forms the carries and the per-sequence states.
 //
-// Grid: (num_seqs * segments * H_q, 3 roles (or p.rscan_roles' subset), D / 64 row tiles). Block: 256 threads; warp w owns state rows
-// 16 (w % 4).. of the 64-row tile and columns (w / 4) * D/2 ...
+// Grid: (num_seqs * segments * H_q, 3 roles or p.rscan_roles' subset, D / 64 row tiles).
+// Block: 256 threads; warp w owns state rows 16 (w % 4).. of the 64-row tile and columns (w / 4) * D/2 ...
 //
 // Organisation (why; measured on H200, see tests/gpu/test_bwd_perf_rscan.cu). The previous version
 // converted whole rows to fp32 tiles and built every MMA fragment from scalars in every warp, formed
@@ -255,9 +255,9 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   float* wts = reinterpret_cast<float*>(smem + Smem::kScalars);  // [2 stages][kRscanWts]: the chunk's weights row
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
-  const int64_t hg = p.heads_grid > 0 ? p.heads_grid : p.heads_q;  // heads in this launch
+  const int64_t hg = p.heads_q;
   const int64_t run = blockIdx.x / hg % p.seg.count, seq = blockIdx.x / hg / p.seg.count;
-  const int64_t h = p.head0 + blockIdx.x % hg, hk = h / p.group;
+  const int64_t h = blockIdx.x % hg, hk = h / p.group;
   const tiling::SeqEntry se = p.geo.sequence(seq);
   const int64_t nchunks = (se.len + C - 1) / C;
   const bool segmented = p.seg.count > 1;
@@ -424,7 +424,7 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
 //   role 0  e^{F_j};  role 1  s e^{G_j};  role 2  b_j = e^{F_j} s_j with s_j = w_j + e^{2 (F_{j+1} - F_j)} s_{j+1}
 //   (in O(C) by a warp suffix scan, only non-positive exponents), and c_n = e^{2 F_0} s_0;
 //   then the chunk's decay e^{F_end}. Tokens past the chunk's end weigh 0.
-// Grid: (chunk_bound, heads in this launch). Block: one warp per role; lane l owns tokens 2l, 2l + 1.
+// Grid: (chunk_bound, H_q). Block: one warp per role; lane l owns tokens 2l, 2l + 1.
 // (A template only so that the header can be included by several translation units.)
 template <int C = kRscanChunk>
 __global__ void __launch_bounds__(kScanWeightsThreads) bwd_scan_weights_kernel(BackwardParams p) {
@@ -432,7 +432,7 @@ __global__ void __launch_bounds__(kScanWeightsThreads) bwd_scan_weights_kernel(B
   __shared__ float cumsum[3][C];
   const int role = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (role == 2 && !p.bp_lambda) return;
-  const int64_t cidx = blockIdx.x, h = p.head0 + blockIdx.y;
+  const int64_t cidx = blockIdx.x, h = blockIdx.y;
   const tiling::ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
   const int64_t b = p.geo.sequence(ce.seq).b;
@@ -488,15 +488,15 @@ __global__ void __launch_bounds__(kScanWeightsThreads) bwd_scan_weights_kernel(B
 //    <Hbar, G> / 2 (Hbar and B~ are symmetric), so slot 2 of each run receives the carry of G,
 //    one D x D read per staged element there instead of three. The thread of element (r, c) also
 //    walks R's (c, r) chain and writes only (r, c) of slot 2: no slot it reads is written.
-// Grid: (num_seqs * heads in this launch, 2 parts, D * D / (4 * kCarryThreads)); 4 consecutive
+// Grid: (num_seqs * H_q, 2 parts, D * D / (4 * kCarryThreads)); 4 consecutive
 // elements of a row per thread.
 constexpr int kCarryThreads = 256;
 template <int D>
 __global__ void __launch_bounds__(kCarryThreads) bwd_scan_carry_kernel(BackwardParams p) {
   static_assert(D * D % (4 * kCarryThreads) == 0, "whole blocks of float4");
   const bool sym = blockIdx.y == 0, lam = p.bp_lambda;
-  const int64_t hg = p.heads_grid > 0 ? p.heads_grid : p.heads_q;
-  const int64_t seq = blockIdx.x / hg, h = p.head0 + blockIdx.x % hg;
+  const int64_t hg = p.heads_q;
+  const int64_t seq = blockIdx.x / hg, h = blockIdx.x % hg;
   const tiling::SeqEntry se = p.geo.sequence(seq);
   const int64_t nchunks = (se.len + p.geo.chunk - 1) / p.geo.chunk;
   const int e = (blockIdx.z * kCarryThreads + threadIdx.x) * 4, row = e / D, col = e % D;

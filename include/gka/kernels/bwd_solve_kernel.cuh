@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(kBwdSolveThreads, kSplit ? 1 : 2) bwd_solve_ke
   extern __shared__ __align__(128) uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024u - (tiling::smem_addr(smem_raw) & 1023u)) & 1023u);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, c = lane & 3;
-  const int64_t cidx = blockIdx.x, h = p.head0 + blockIdx.y, hk = h / p.group;
+  const int64_t cidx = blockIdx.x, h = blockIdx.y, hk = h / p.group;
   const ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
   const TState* hbar = static_cast<const TState*>(p.states_h) + (cidx * p.heads_q + h) * D * D;
