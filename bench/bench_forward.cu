@@ -22,8 +22,8 @@
 // (gka::detail::BackwardProbe events).
 // BM_forward_backward_bf16_states: the same with bf16 chunk states (the forward's H-bar / S-bar and
 // the backward's per-chunk R-bar / S^ / B~: the bf16 plan of docs/gpu-backward.md).
-// BM_forward_backward_overlap: BackwardArgs::overlap_stream set (two kernel chains over the two
-// halves of the heads; no stage counters), fp32 or bf16 chunk states.
+// BM_forward_backward_overlap: BackwardArgs::overlap_stream set (the R-bar / B~ scans on the second
+// stream beside the S^ scan and the GLA kernel; no stage counters), fp32 or bf16 chunk states.
 // BM_forward_backward_segments: bf16 chunk states, BackwardArgs::scan_segments forced to 1 .. 16
 // runs per sequence (the reverse scans' segment parallelism), one stream or two.
 // BM_forward_backward_2heads: the same 65,536 tokens with 2 heads, segments 1 or automatic.
