@@ -54,14 +54,13 @@
 //    harness with parts of the loop switched off, 2026-11-29).
 //
 // Measured (H200, D = 128, 65,536 tokens x 16 heads, bf16 k / do, fp32 z / q~ / x, fp32 states,
-// bp_lambda on; test_bwd_perf_rscan): T = 2048 / 8192 / 32768: 2.37 / 2.52 / 3.18 ms (was 7.49 /
-// 7.47 / 10.68). About 7.4 GB move per launch (3.2 GB of fp32 per-chunk states out; each of the two
-// row-tile CTAs reads the full value rows; H-bar in), so this runs at ~3.1 TB/s at T = 2048. At
-// T = 32768 (B = 2: 192 CTAs) each CTA's chain through 512 chunks bounds it, not the CTA count:
-// 64 x 64 state tiles at 3 CTAs per SM (384 CTAs) measured 3.02 against 3.21 ms there and were
-// slower at T = 2048 (2.87 against 2.37); Nsight Compute shows the MMA warps waiting at the
-// barrier for warp 0's per-chunk weights (docs/gpu-backward.md: a weights pre-pass, a
-// segment-parallel scan).
+// bp_lambda on; test_bwd_perf_rscan): T = 2048 / 8192 / 32768: 2.19 / 2.25 / 2.94 ms at a64f465
+// (2.37 / 2.52 / 3.18 before the weights pass; 7.49 / 7.47 / 10.68 before this organisation).
+// About 7.4 GB move per launch (3.2 GB of fp32 per-chunk states out; each of the two row-tile CTAs
+// reads the full value rows; H-bar in): ~3.4 TB/s at T = 2048, bandwidth-bound. At T = 32768
+// (B = 2: 192 CTAs) each CTA's chain through 512 chunks bounds it, not the CTA count: 64 x 64 state
+// tiles at 3 CTAs per SM (384 CTAs) measured 3.02 against 3.21 ms there and were slower at T = 2048
+// (2.87 against 2.37); docs/gpu-backward.md has the segment-parallel scan.
 #pragma once
 
 #include <cstdint>
