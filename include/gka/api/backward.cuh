@@ -313,6 +313,37 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
   return record(probe, &BackwardProbe::after_cov, stream);
 }
 
+// The fork / join events of the two-stream backward: one pair per device and host thread, made on
+// first use and kept, so that a call creates no driver objects. Reusing them is safe: a stream wait
+// waits for the record that was the event's latest when the wait was enqueued, and a thread enqueues
+// one call after the other. Devices past kMaxCachedDevices get none (the call then runs on one stream).
+struct OverlapEvents {
+  cudaEvent_t forked = nullptr, scanned = nullptr;
+};
+inline Result overlap_events(OverlapEvents* out) {
+  struct Cache {
+    OverlapEvents ev[kMaxCachedDevices];
+    ~Cache() {  // at thread exit; errors (a runtime already torn down) are of no use then
+      for (OverlapEvents& e : ev) {
+        if (e.forked != nullptr) cudaEventDestroy(e.forked);
+        if (e.scanned != nullptr) cudaEventDestroy(e.scanned);
+      }
+    }
+  };
+  thread_local Cache cache;
+  int dev = 0;
+  GKA_RETURN_IF_ERROR(current_device(&dev));
+  *out = OverlapEvents{};
+  if (dev >= kMaxCachedDevices) return Result::success();
+  OverlapEvents& e = cache.ev[dev];
+  if (e.forked == nullptr)
+    GKA_RETURN_IF_ERROR(cuda_result(cudaEventCreateWithFlags(&e.forked, cudaEventDisableTiming), "overlap event"));
+  if (e.scanned == nullptr)
+    GKA_RETURN_IF_ERROR(cuda_result(cudaEventCreateWithFlags(&e.scanned, cudaEventDisableTiming), "overlap event"));
+  *out = e;
+  return Result::success();
+}
+
 // With BackwardArgs::overlap_stream: the reverse scans that only the cov kernel needs (R-bar, B~) run
 // on `side`, forked once the weights pass is done, while `stream` runs the S^ scan and then the GLA
 // kernel, which needs nothing else; the cov kernel waits for both. On long sequences the scans are
@@ -321,11 +352,9 @@ inline Result launch_backward_kernels(const kernels::BackwardParams& p, bool spl
 // Kernels of the two chains write disjoint arrays: bitwise the one-stream result.
 template <int D, class TState>
 inline Result launch_backward_kernels_overlapped(const kernels::BackwardParams& p, bool split, int64_t num_seqs,
-                                                 cudaStream_t stream, cudaStream_t side) {
-  cudaEvent_t forked = nullptr, scanned = nullptr;
-  Result r = cuda_result(cudaEventCreateWithFlags(&forked, cudaEventDisableTiming), "overlap event");
-  if (r.ok()) r = cuda_result(cudaEventCreateWithFlags(&scanned, cudaEventDisableTiming), "overlap event");
-  if (r.ok()) r = launch_bwd_solve<D, TState>(p, split, stream);
+                                                 cudaStream_t stream, cudaStream_t side, const OverlapEvents& ev) {
+  cudaEvent_t forked = ev.forked, scanned = ev.scanned;
+  Result r = launch_bwd_solve<D, TState>(p, split, stream);
   if (r.ok()) r = launch_scan_weights(p, stream);
   if (r.ok()) r = cuda_result(cudaEventRecord(forked, stream), "overlap event");
   if (r.ok()) r = cuda_result(cudaStreamWaitEvent(side, forked, 0), "overlap wait");
@@ -338,9 +367,6 @@ inline Result launch_backward_kernels_overlapped(const kernels::BackwardParams& 
   if (r.ok()) r = launch_bwd_gla<D, TState>(p, stream);
   if (r.ok() && !segmented) r = cuda_result(cudaStreamWaitEvent(stream, scanned, 0), "overlap wait");
   if (r.ok()) r = launch_bwd_cov<D, TState>(p, stream);
-  // destroying a recorded event is legal: its resources go once the work it tracks is done
-  if (forked != nullptr) cudaEventDestroy(forked);
-  if (scanned != nullptr) cudaEventDestroy(scanned);
   return r;
 }
 
@@ -551,13 +577,15 @@ inline Result detail::backward_core(const BackwardArgs& args, void* workspace, s
   Result r = Result::success();
   cudaStream_t side = static_cast<cudaStream_t>(args.overlap_stream);
   // two chains (not while probing stage times)
-  if (side != nullptr && side != stream && probe == nullptr) {
+  detail::OverlapEvents ev;
+  if (side != nullptr && side != stream && probe == nullptr) GKA_RETURN_IF_ERROR(detail::overlap_events(&ev));
+  if (ev.forked != nullptr) {
     if (D == 64)
-      r = L.bf16_states ? detail::launch_backward_kernels_overlapped<64, __nv_bfloat16>(p, split, N, stream, side)
-                      : detail::launch_backward_kernels_overlapped<64, float>(p, split, N, stream, side);
+      r = L.bf16_states ? detail::launch_backward_kernels_overlapped<64, __nv_bfloat16>(p, split, N, stream, side, ev)
+                      : detail::launch_backward_kernels_overlapped<64, float>(p, split, N, stream, side, ev);
     else
-      r = L.bf16_states ? detail::launch_backward_kernels_overlapped<128, __nv_bfloat16>(p, split, N, stream, side)
-                      : detail::launch_backward_kernels_overlapped<128, float>(p, split, N, stream, side);
+      r = L.bf16_states ? detail::launch_backward_kernels_overlapped<128, __nv_bfloat16>(p, split, N, stream, side, ev)
+                      : detail::launch_backward_kernels_overlapped<128, float>(p, split, N, stream, side, ev);
   } else if (D == 64) {
     r = L.bf16_states ? detail::launch_backward_kernels<64, __nv_bfloat16>(p, split, N, stream, probe)
                     : detail::launch_backward_kernels<64, float>(p, split, N, stream, probe);

@@ -274,7 +274,6 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   const bool same = role == 2;  // keys are the values: only the value rows are loaded
   const bool vals_raw = vals_t.dtype == DType::kBF16;  // values enter the MMA as loaded
   const int64_t head = role == 2 ? hk : h;
-  const gating::Gate gate = role == 1 ? p.gate_s : p.gate_h;
   TWs* per_chunk = static_cast<TWs*>(role == 0 ? p.ws.r_end : role == 1 ? p.ws.s_end : p.ws.b_end);
   float* per_seq = role == 0 ? p.ws.r_first : role == 1 ? p.ws.s_first : p.ws.b_total;
   const int kbytes = dtype_size(keys_t.dtype), vbytes = dtype_size(vals_t.dtype);

@@ -99,7 +99,6 @@ struct ScanTask {
   bool is_s;
   tiling::SeqEntry se;
   int64_t nchunks;
-  gating::Gate gate;
   StateTensor init, fin;
   TState* states;                     // [chunk_bound][H_q][D][D] chunk states of this recurrence
   const uint8_t *kbase, *vbase;       // first token row of the keys / values of this (sequence, kv head)
@@ -109,7 +108,7 @@ struct ScanTask {
   GKA_DEVICE explicit ScanTask(const StateScanParams& p)
       : seq(blockIdx.x / p.heads_q), h(blockIdx.x % p.heads_q), hk(h / p.group), is_s(blockIdx.y == 1),
         se(p.geo.sequence(seq)), nchunks((se.len + kScanChunk - 1) / kScanChunk),
-        gate(is_s ? p.gate_s : p.gate_h), init(is_s ? p.s0 : p.h0), fin(is_s ? p.st : p.ht),
+        init(is_s ? p.s0 : p.h0), fin(is_s ? p.st : p.ht),
         states(static_cast<TState*>(is_s ? p.states_s : p.states_h)) {
     const TokenTensor& vt = is_s ? p.v : p.k;
     kbase = static_cast<const uint8_t*>(p.k.data) + (se.b * p.k.stride_batch + hk * p.k.stride_head) * sizeof(Tin);
