@@ -409,7 +409,7 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   } else {
     rscan::store_state<D, NT>(p.seg.totals + p.seg.total_index(seq, run, h, p.heads_q, role) * D * D, acc, row0,
                               col0, lane);
-    // the run's total decay: every chunk's weights were formed by warp 0 lane 0, this thread
+    // the run's total decay, which thread 0 accumulated chunk by chunk
     if (role < 2 && blockIdx.z == 0 && tid == 0)
       p.seg.seg_decay[((seq * p.seg.count + run) * p.heads_q + h) * 2 + role] = run_decay;
   }
