@@ -270,31 +270,30 @@ inline Result launch_scan_carries(const kernels::BackwardParams& p, int64_t num_
   return cuda_result(cudaGetLastError(), "bwd_scan_carry_kernel");
 }
 
-// With segmented scans the chunks that add a carry run in a second launch of each kernel.
-template <int D, class TState>
-inline Result launch_bwd_gla(const kernels::BackwardParams& p, cudaStream_t stream) {
+// A (chunk, head) kernel of the backward; with segmented scans the chunks that add a carry run in a
+// second launch, of its kCarry instantiation. `set`: the two kernels' shared-memory flags.
+template <class Plain, class Carried>
+inline Result launch_chunk_kernel(const kernels::BackwardParams& p, Plain plain, Carried carried, int threads,
+                                  int smem, std::atomic<uint64_t> (&set)[2], const char* what, cudaStream_t stream) {
   const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
   if (cb == 0) return Result::success();
-  static std::atomic<uint64_t> s{0}, sc{0};
-  GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_gla_kernel<D, TState, TState>, dim3(cb, hq),
-                                     kernels::kBwdGlaThreads, kernels::BwdGlaSmem<D>::kBytes, stream, p,
-                                     "bwd_gla_kernel"));
+  GKA_RETURN_IF_ERROR(launch_checked(set[0], plain, dim3(cb, hq), threads, smem, stream, p, what));
   if (p.seg.count <= 1) return Result::success();
-  return launch_checked(sc, kernels::bwd_gla_kernel<D, TState, TState, true>, dim3(cb, hq), kernels::kBwdGlaThreads,
-                        kernels::BwdGlaSmem<D>::kBytes, stream, p, "bwd_gla_kernel (carry)");
+  return launch_checked(set[1], carried, dim3(cb, hq), threads, smem, stream, p, what);
+}
+
+template <int D, class TState>
+inline Result launch_bwd_gla(const kernels::BackwardParams& p, cudaStream_t stream) {
+  static std::atomic<uint64_t> set[2]{};
+  return launch_chunk_kernel(p, kernels::bwd_gla_kernel<D, TState, TState>, kernels::bwd_gla_kernel<D, TState, TState, true>,
+                             kernels::kBwdGlaThreads, kernels::BwdGlaSmem<D>::kBytes, set, "bwd_gla_kernel", stream);
 }
 
 template <int D, class TState>
 inline Result launch_bwd_cov(const kernels::BackwardParams& p, cudaStream_t stream) {
-  const unsigned cb = static_cast<unsigned>(p.geo.chunk_bound), hq = static_cast<unsigned>(p.heads_q);
-  if (cb == 0) return Result::success();
-  static std::atomic<uint64_t> s{0}, sc{0};
-  GKA_RETURN_IF_ERROR(launch_checked(s, kernels::bwd_cov_kernel<D, TState, TState>, dim3(cb, hq),
-                                     kernels::kBwdCovThreads, kernels::BwdCovSmem<D>::kBytes, stream, p,
-                                     "bwd_cov_kernel"));
-  if (p.seg.count <= 1) return Result::success();
-  return launch_checked(sc, kernels::bwd_cov_kernel<D, TState, TState, true>, dim3(cb, hq), kernels::kBwdCovThreads,
-                        kernels::BwdCovSmem<D>::kBytes, stream, p, "bwd_cov_kernel (carry)");
+  static std::atomic<uint64_t> set[2]{};
+  return launch_chunk_kernel(p, kernels::bwd_cov_kernel<D, TState, TState>, kernels::bwd_cov_kernel<D, TState, TState, true>,
+                             kernels::kBwdCovThreads, kernels::BwdCovSmem<D>::kBytes, set, "bwd_cov_kernel", stream);
 }
 
 // The chunk kernels on one stream, with the probe's events between them.

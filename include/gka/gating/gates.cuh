@@ -91,6 +91,16 @@ GKA_DEVICE inline void warp_cumsum64(float* vals, int valid, int lane) {
   vals[2 * lane + 1] = excl + a + b;
 }
 
+// F[0..64): the chunk-local inclusive cumsum of `gate` over the len tokens from t0 (0 past len),
+// formed by one warp in shared memory: where the scans' per-chunk weight passes start.
+GKA_DEVICE inline void warp_chunk_cumsum64(const Gate& gate, int64_t b, int64_t t0, int len, int64_t h, float* F,
+                                           int lane) {
+  for (int t = lane; t < 64; t += 32) F[t] = t < len ? gate.at(b, t0 + t, h) : 0.f;
+  __syncwarp();
+  warp_cumsum64(F, len, lane);
+  __syncwarp();
+}
+
 // exp of a difference of chunk-local cumsums; the callers guarantee j >= i (argument <= 0).
 GKA_DEVICE inline float decay(float F_later, float F_earlier) { return __expf(F_later - F_earlier); }
 

@@ -51,7 +51,7 @@
 //    (bf16 k and bf16 H-bar: the rows ride in the value rows' unused tail) or else from L2
 //    (prefetched one chunk ahead), before the update. Either the weights in warp 0 or the H-bar
 //    reads from L2 cost the scans ~0.4 ms of 2.64 at T = 32768 (H200, bf16 plan; one-off timing
-//    harness with parts of the loop switched off, 2026-11-29).
+//    harness with parts of the loop switched off, 2026-11-29; not in the repository).
 //
 // Measured (H200, D = 128, 65,536 tokens x 16 heads, bf16 k / do, fp32 z / q~ / x, fp32 states,
 // bp_lambda on; test_bwd_perf_rscan): T = 2048 / 8192 / 32768: 2.19 / 2.25 / 2.94 ms at a64f465
@@ -254,9 +254,8 @@ __global__ void __launch_bounds__(kRscanThreads, RscanSmem<D>::kMinBlocks) bwd_r
   float* wts = reinterpret_cast<float*>(smem + Smem::kScalars);  // [2 stages][kRscanWts]: the chunk's weights row
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, r = lane >> 2, c = lane & 3;
-  const int64_t hg = p.heads_q;
-  const int64_t run = blockIdx.x / hg % p.seg.count, seq = blockIdx.x / hg / p.seg.count;
-  const int64_t h = blockIdx.x % hg, hk = h / p.group;
+  const int64_t run = blockIdx.x / p.heads_q % p.seg.count, seq = blockIdx.x / p.heads_q / p.seg.count;
+  const int64_t h = blockIdx.x % p.heads_q, hk = h / p.group;
   const tiling::SeqEntry se = p.geo.sequence(seq);
   const int64_t nchunks = (se.len + C - 1) / C;
   const bool segmented = p.seg.count > 1;
@@ -435,19 +434,15 @@ __global__ void __launch_bounds__(kScanWeightsThreads) bwd_scan_weights_kernel(B
   if (ce.seq < 0) return;
   const int64_t b = p.geo.sequence(ce.seq).b;
   const int valid = ce.len;
-  const gating::Gate gate = role == 1 ? p.gate_s : p.gate_h;
   const float* wdata = static_cast<const float*>(p.ws.w.data);
   float* F = cumsum[role];
   float w[2];
 #pragma unroll
   for (int q = 0; q < 2; ++q) {
     const int t = 2 * lane + q;
-    F[t] = t < valid ? gate.at(b, ce.t0 + t, h) : 0.f;
     w[q] = role == 2 && t < valid ? wdata[p.ws.w.offset(b, ce.t0 + t, h)] : 0.f;
   }
-  __syncwarp();
-  gating::warp_cumsum64(F, valid, lane);
-  __syncwarp();
+  gating::warp_chunk_cumsum64(role == 1 ? p.gate_s : p.gate_h, b, ce.t0, valid, h, F, lane);
   const float F0 = F[2 * lane], F1 = F[2 * lane + 1];
   const bool v0 = 2 * lane < valid, v1 = 2 * lane + 1 < valid;
   float wt0, wt1, cn = 0.f;
@@ -493,8 +488,7 @@ template <int D>
 __global__ void __launch_bounds__(kCarryThreads) bwd_scan_carry_kernel(BackwardParams p) {
   static_assert(D * D % (4 * kCarryThreads) == 0, "whole blocks of float4");
   const bool sym = blockIdx.y == 0, lam = p.bp_lambda;
-  const int64_t hg = p.heads_q;
-  const int64_t seq = blockIdx.x / hg, h = blockIdx.x % hg;
+  const int64_t seq = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q;
   const tiling::SeqEntry se = p.geo.sequence(seq);
   const int64_t nchunks = (se.len + p.geo.chunk - 1) / p.geo.chunk;
   const int e = (blockIdx.z * kCarryThreads + threadIdx.x) * 4, row = e / D, col = e % D;

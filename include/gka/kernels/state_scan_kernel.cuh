@@ -78,12 +78,8 @@ __global__ void __launch_bounds__(kScanDecayThreads) scan_decays_kernel(StateSca
   const tiling::ChunkEntry ce = p.geo.chunk_entry(cidx);
   if (ce.seq < 0) return;
   const int64_t b = p.geo.sequence(ce.seq).b;
-  const gating::Gate gate = is_s ? p.gate_s : p.gate_h;
   float* F = cumsum[is_s];
-  for (int t = lane; t < C; t += 32) F[t] = t < ce.len ? gate.at(b, ce.t0 + t, h) : 0.f;
-  __syncwarp();
-  gating::warp_cumsum64(F, ce.len, lane);
-  __syncwarp();
+  gating::warp_chunk_cumsum64(is_s ? p.gate_s : p.gate_h, b, ce.t0, ce.len, h, F, lane);
   const float last = F[ce.len - 1];
   float* row = p.decays + ((cidx * p.heads_q + h) * 2 + is_s) * kScanDecayRow;
   for (int t = lane; t < C; t += 32) row[t] = t < ce.len ? gating::decay(last, F[t]) : 0.f;
